@@ -1,0 +1,3 @@
+from gridd.cli import main
+
+main()

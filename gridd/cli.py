@@ -1,0 +1,182 @@
+"""Command line: `gridd ...` (node, tangle and lab commands) and `start_worker` (run a node)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from gridd import __version__
+from gridd.ipfs import (
+    DEFAULT_API,
+    IPFSError,
+    IPFSUnreachable,
+    KuboClient,
+    KuboDaemon,
+    PubsubDisabled,
+)
+from gridd.ipfs.address import API_ENV
+
+api_option = click.option(
+    "--api",
+    envvar=API_ENV,
+    default=DEFAULT_API,
+    show_default=True,
+    help=f"Kubo RPC address, multiaddr or URL (env {API_ENV}).",
+)
+
+
+def _client(api: str) -> KuboClient:
+    try:
+        return KuboClient(api)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--api") from e
+
+
+def _fail(e: Exception, code: int = 1) -> None:
+    click.echo(str(e), err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gridd")
+def main() -> None:
+    """gridd: a peer-to-peer machine-learning grid on IPFS.
+
+    Every node runs next to a Kubo (IPFS) daemon. Start one with ./bin/start_ipfs, check it with
+    `gridd ipfs status`, connect to other nodes with `gridd peers connect`, then run
+    `start_worker --compute` or `start_worker --tree`.
+    """
+
+
+# -- ipfs ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def ipfs() -> None:
+    """Check or start the local Kubo daemon."""
+
+
+@ipfs.command()
+@api_option
+def status(api: str) -> None:
+    """Is the daemon up, which version, is pubsub on, how many peers.
+
+    Exit code: 0 healthy, 1 daemon unreachable, 2 pubsub disabled.
+    """
+    client = _client(api)
+    try:
+        node = client.id()
+        version = client.version()
+    except IPFSUnreachable as e:
+        _fail(e, 1)
+    click.echo(f"daemon:  running at {client.address.multiaddr} (Kubo {version})")
+    click.echo(f"peer id: {node.peer_id}")
+    try:
+        client.pubsub_ls()
+    except PubsubDisabled as e:
+        click.echo("pubsub:  DISABLED")
+        _fail(e, 2)
+    click.echo("pubsub:  enabled")
+    peers = client.swarm_peers()
+    click.echo(f"peers:   {len(peers)} connected")
+    if not peers:
+        click.echo(
+            "warning: no peers connected; connect with `gridd peers connect <multiaddr>`", err=True
+        )
+
+
+@ipfs.command()
+@click.option("--repo", envvar="IPFS_PATH", type=click.Path(file_okay=False),
+              help="IPFS repo (env IPFS_PATH; default ~/.gridd/ipfs).")
+@click.option("--local-only", is_flag=True,
+              help="Loopback only, random ports, no bootstrap/DHT (labs and tests).")
+@click.option("--foreground", is_flag=True, help="Stay attached until Ctrl-C.")
+def start(repo: str | None, local_only: bool, foreground: bool) -> None:
+    """Initialise the repo if needed, enable pubsub, start the daemon, print its addresses."""
+    daemon = KuboDaemon(repo, local_only=local_only)
+    try:
+        if daemon.initialised():
+            try:
+                existing = KuboClient(daemon.api_address()) if daemon.api_address() else None
+                if existing is not None:
+                    existing.id()
+                    click.echo(f"ipfs daemon already running for {daemon.repo}")
+                    _print_addrs(existing)
+                    return
+            except IPFSError:
+                pass
+        daemon.init()
+        client = daemon.start()
+    except IPFSError as e:
+        _fail(e)
+    click.echo(f"ipfs daemon started (repo {daemon.repo}, log {daemon.log_path})")
+    click.echo(f"API: {daemon.api_address()}   (export {API_ENV}={daemon.api_address()})")
+    _print_addrs(client)
+    if foreground:
+        try:
+            assert daemon.process is not None
+            daemon.process.wait()
+        except KeyboardInterrupt:
+            daemon.stop()
+
+
+def _print_addrs(client: KuboClient) -> None:
+    click.echo("Other peers connect to this node with one of:")
+    for addr in client.swarm_addrs_local():
+        click.echo(f"  gridd peers connect {addr}")
+
+
+# -- peers ---------------------------------------------------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@api_option
+@click.pass_context
+def peers(ctx: click.Context, api: str) -> None:
+    """List connected peers and this node's own multiaddrs."""
+    ctx.obj = api
+    if ctx.invoked_subcommand is not None:
+        return
+    client = _client(api)
+    try:
+        own = client.swarm_addrs_local()
+        connected = client.swarm_peers()
+    except IPFSError as e:
+        _fail(e)
+    click.echo("This node (give one of these to other peers):")
+    for a in own:
+        click.echo(f"  {a}")
+    click.echo(f"Connected peers ({len(connected)}):")
+    for peer, addr in connected:
+        click.echo(f"  {addr}/p2p/{peer}")
+
+
+@peers.command("connect")
+@click.argument("multiaddr")
+@click.pass_obj
+def peers_connect(api: str, multiaddr: str) -> None:
+    """Connect to a peer: /ip4/1.2.3.4/tcp/4001/p2p/12D3Koo..."""
+    client = _client(api)
+    try:
+        client.swarm_connect(multiaddr)
+    except IPFSError as e:
+        _fail(e)
+    click.echo(f"connected to {multiaddr}")
+
+
+def _register_mode_commands() -> None:
+    """Mode commands live next to their mode; imported lazily so `gridd --help` stays fast."""
+    from gridd import cli_modes
+
+    cli_modes.register(main)
+
+
+def start_worker_main() -> Any:
+    from gridd.cli_modes import start_worker
+
+    return start_worker()
+
+
+_register_mode_commands()

@@ -1,0 +1,259 @@
+"""A small typed client for Kubo's RPC (POST /api/v0/...) on httpx.
+
+Why not ipfshttpclient: its 0.7.0 release refuses every Kubo >= 0.8 and its pubsub calls fail on
+Kubo >= 0.11 (see DESIGN.md). This client covers exactly what gridd uses.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gridd.ipfs import multibase
+from gridd.ipfs.address import ApiAddress, parse_api_address
+from gridd.ipfs.errors import (
+    ContentTooLarge,
+    ContentUnavailable,
+    IPFSApiError,
+    IPFSUnreachable,
+    PubsubDisabled,
+)
+
+DEFAULT_CAT_LIMIT = 256 * 1024 * 1024
+_PUBLISH_LOCKS: dict[str, threading.Lock] = {}
+_PUBLISH_LOCKS_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PubsubMessage:
+    """One pubsub message as Kubo delivers it; `sender` is Kubo's verified `from` peer id."""
+
+    sender: str
+    data: bytes
+    seqno: bytes
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodeId:
+    peer_id: str
+    addresses: tuple[str, ...]
+    agent: str
+
+
+def _publish_lock(base_url: str) -> threading.Lock:
+    """Kubo >= 0.40 drops a peer's messages whose seqno does not increase: publish serially."""
+    with _PUBLISH_LOCKS_GUARD:
+        return _PUBLISH_LOCKS.setdefault(base_url, threading.Lock())
+
+
+def _is_pubsub_disabled(message: str) -> bool:
+    m = message.lower()
+    return "pubsub" in m and ("not enabled" in m or "experiment" in m or "disabled" in m)
+
+
+class KuboClient:
+    """Typed access to one Kubo daemon. Thread-safe; cheap to create."""
+
+    def __init__(self, api: str | ApiAddress | None = None, timeout: float = 30.0) -> None:
+        self.address = api if isinstance(api, ApiAddress) else parse_api_address(api)
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.address.url + "/api/v0",
+            timeout=httpx.Timeout(timeout, connect=5.0),
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> KuboClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def unreachable(self, cause: Exception | str = "") -> IPFSUnreachable:
+        return IPFSUnreachable(self.address.host, self.address.port, str(cause))
+
+    def _check(self, endpoint: str, resp: httpx.Response) -> httpx.Response:
+        if resp.status_code == 200:
+            return resp
+        try:
+            message = resp.json().get("Message", resp.text)
+        except (ValueError, AttributeError):
+            message = resp.text
+        if endpoint.startswith("pubsub/") and _is_pubsub_disabled(message):
+            raise PubsubDisabled(message)
+        raise IPFSApiError(endpoint, resp.status_code, message.strip())
+
+    def request(
+        self,
+        endpoint: str,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        files: Any = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        try:
+            resp = self._http.post(
+                endpoint, params=params, files=files,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as e:
+            raise self.unreachable(e) from e
+        except httpx.ReadError as e:
+            raise self.unreachable(e) from e
+        return self._check(endpoint, resp)
+
+    def rpc(self, endpoint: str, **params: Any) -> Any:
+        resp = self.request(endpoint, {k.replace("_", "-"): v for k, v in params.items()})
+        return resp.json() if resp.content else None
+
+    # -- node ---------------------------------------------------------------------------------
+
+    def id(self) -> NodeId:
+        d = self.rpc("id")
+        return NodeId(d["ID"], tuple(d.get("Addresses") or ()), d.get("AgentVersion", ""))
+
+    def version(self) -> str:
+        return str(self.rpc("version")["Version"])
+
+    def config_get(self, key: str) -> Any:
+        return self.rpc("config", arg=key)["Value"]
+
+    def swarm_connect(self, multiaddr: str) -> None:
+        self.request("swarm/connect", {"arg": multiaddr}, timeout=self.timeout)
+
+    def swarm_peers(self) -> list[tuple[str, str]]:
+        """Connected peers as (peer id, remote multiaddr)."""
+        d = self.rpc("swarm/peers") or {}
+        return [(p["Peer"], p.get("Addr", "")) for p in d.get("Peers") or []]
+
+    def swarm_addrs_local(self) -> list[str]:
+        """Own listen addresses with /p2p/<id>: the form `ipfs swarm connect` takes."""
+        d = self.rpc("swarm/addrs/local", id="true") or {}
+        return list(d.get("Strings") or [])
+
+    # -- content --------------------------------------------------------------------------------
+
+    def add_bytes(self, data: bytes, pin: bool = True) -> str:
+        resp = self.request(
+            "add",
+            {"pin": str(pin).lower(), "cid-version": "1", "quieter": "true"},
+            files={"file": ("blob", data, "application/octet-stream")},
+            timeout=max(self.timeout, 60.0),
+        )
+        last = resp.text.strip().splitlines()[-1]
+        return str(json.loads(last)["Hash"])
+
+    def cat(self, cid: str, max_size: int = DEFAULT_CAT_LIMIT, timeout: float = 60.0) -> bytes:
+        """Fetch content by CID, reading at most max_size bytes (ContentTooLarge beyond)."""
+        params = {"arg": cid, "length": str(max_size + 1), "timeout": f"{timeout}s"}
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            with self._http.stream(
+                "POST", "cat", params=params,
+                timeout=httpx.Timeout(timeout + 5, connect=5.0),
+            ) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    try:
+                        self._check("cat", resp)
+                    except IPFSApiError as e:
+                        raise ContentUnavailable(cid, e.message) from e
+                for chunk in resp.iter_bytes(1 << 20):
+                    total += len(chunk)
+                    if total > max_size:
+                        raise ContentTooLarge(f"content {cid}", total, max_size)
+                    chunks.append(chunk)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise self.unreachable(e) from e
+        except (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            raise ContentUnavailable(cid, f"{type(e).__name__}: {e}") from e
+        return b"".join(chunks)
+
+    def pin_add(self, cid: str, timeout: float = 120.0) -> None:
+        self.request("pin/add", {"arg": cid, "timeout": f"{timeout}s"}, timeout=timeout + 5)
+
+    def pin_rm(self, cid: str) -> None:
+        self.request("pin/rm", {"arg": cid})
+
+    def pin_ls(self) -> set[str]:
+        d = self.rpc("pin/ls", type="recursive") or {}
+        return set((d.get("Keys") or {}).keys())
+
+    # -- pubsub ---------------------------------------------------------------------------------
+
+    def pubsub_pub(self, topic: str, data: bytes, retries: int = 8) -> None:
+        """Publish serially per daemon; retry Kubo's transient 'validation ignored'."""
+        lock = _publish_lock(self.address.url)
+        delay = 0.02
+        for attempt in range(retries + 1):
+            with lock:
+                try:
+                    self.request(
+                        "pubsub/pub", {"arg": multibase.encode(topic)},
+                        files={"file": ("data", data, "application/octet-stream")},
+                    )
+                    return
+                except IPFSApiError as e:
+                    if "validation ignored" not in e.message or attempt == retries:
+                        raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def pubsub_ls(self) -> list[str]:
+        d = self.rpc("pubsub/ls") or {}
+        return [multibase.decode(t).decode(errors="replace") for t in d.get("Strings") or []]
+
+    def pubsub_peers(self, topic: str) -> list[str]:
+        d = self.rpc("pubsub/peers", arg=multibase.encode(topic)) or {}
+        return list(d.get("Strings") or [])
+
+    def pubsub_stream(
+        self,
+        topic: str,
+        http: httpx.Client | None = None,
+        on_open: Callable[[httpx.Response], None] | None = None,
+    ) -> Iterator[PubsubMessage]:
+        """Yield messages of one subscription until the stream ends (no read timeout).
+
+        on_open receives the live response, so another thread can shut its socket down.
+        """
+        client = http or self._http
+        try:
+            with client.stream(
+                "POST", self.address.url + "/api/v0/pubsub/sub",
+                params={"arg": multibase.encode(topic)},
+                timeout=httpx.Timeout(None, connect=5.0),
+            ) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    self._check("pubsub/sub", resp)
+                if on_open is not None:
+                    on_open(resp)
+                for line in resp.iter_lines():
+                    if line.strip():
+                        yield parse_pubsub_line(line)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise self.unreachable(e) from e
+
+
+def parse_pubsub_line(line: str) -> PubsubMessage:
+    d = json.loads(line)
+    return PubsubMessage(
+        sender=str(d.get("from", "")),
+        data=multibase.decode(d.get("data", "")),
+        seqno=multibase.decode(d.get("seqno", "")),
+        topics=tuple(
+            multibase.decode(t).decode(errors="replace") for t in d.get("topicIDs") or []
+        ),
+    )

@@ -1,0 +1,194 @@
+"""Find, initialise and run Kubo daemons: the user's node, the lab's peers, the tests' peers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from gridd.ipfs.client import KuboClient
+from gridd.ipfs.errors import IPFSError
+
+GRIDD_HOME = Path(os.environ.get("GRIDD_HOME", Path.home() / ".gridd"))
+
+
+class KuboNotInstalled(IPFSError):
+    def __init__(self) -> None:
+        super().__init__(
+            "ERROR: no Kubo 'ipfs' binary found. Install it with ./bin/install_ipfs "
+            "(builds Kubo from its Go module), or put an ipfs >= 0.40 on your PATH."
+        )
+
+
+def find_ipfs() -> str:
+    """$GRIDD_IPFS_BIN, then ~/.gridd/bin/ipfs (what bin/install_ipfs installs), then PATH."""
+    for candidate in (os.environ.get("GRIDD_IPFS_BIN"), str(GRIDD_HOME / "bin" / "ipfs")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("ipfs")
+    if found:
+        return found
+    raise KuboNotInstalled()
+
+
+def default_repo() -> Path:
+    return Path(os.environ.get("IPFS_PATH") or GRIDD_HOME / "ipfs")
+
+
+class KuboDaemon:
+    """One Kubo daemon with its own repo.
+
+    local_only=True is the test/lab profile: loopback only, random ports, no bootstrap, no DHT.
+    Otherwise the repo keeps Kubo's defaults (joins the public network) with pubsub enabled.
+    """
+
+    def __init__(
+        self,
+        repo: Path | str | None = None,
+        binary: str | None = None,
+        local_only: bool = False,
+        api_port: int | None = None,
+        swarm_port: int | None = None,
+        pubsub: bool = True,
+    ) -> None:
+        self.repo = Path(repo) if repo else default_repo()
+        self.binary = binary or find_ipfs()
+        self.local_only = local_only
+        self.api_port = api_port
+        self.swarm_port = swarm_port
+        self.pubsub = pubsub
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.repo / "daemon.log"
+
+    # -- repo ---------------------------------------------------------------------------------
+
+    def _ipfs(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "IPFS_PATH": str(self.repo)}
+        return subprocess.run(
+            [self.binary, *args], env=env, capture_output=True, text=True, check=check, timeout=60
+        )
+
+    def config(self, key: str, value: object) -> None:
+        self._ipfs("config", "--json", key, json.dumps(value))
+
+    def initialised(self) -> bool:
+        return (self.repo / "config").exists()
+
+    def init(self) -> None:
+        """Create the repo if needed and make sure pubsub is on (config, not the old flag)."""
+        self.repo.mkdir(parents=True, exist_ok=True)
+        if not self.initialised():
+            args = ["init", "--empty-repo"]
+            if self.local_only:
+                args.append("--profile=test")
+            self._ipfs(*args)
+        self.config("Pubsub.Enabled", self.pubsub)
+        if self.local_only:
+            api = f"/ip4/127.0.0.1/tcp/{self.api_port or 0}"
+            swarm = f"/ip4/127.0.0.1/tcp/{self.swarm_port or 0}"
+            self.config("Addresses.API", api)
+            self.config("Addresses.Gateway", [])
+            self.config("Addresses.Swarm", [swarm])
+            self.config("Addresses.Announce", [])
+            self.config("Addresses.NoAnnounce", [])
+            self.config("Bootstrap", [])
+            self.config("Routing.Type", "none")
+            self.config("Discovery.MDNS.Enabled", False)
+            self.config("AutoConf.Enabled", False)
+            self.config("AutoTLS.Enabled", False)
+            self.config("Swarm.RelayClient.Enabled", False)
+            self.config("Swarm.RelayService.Enabled", False)
+            self.config("Swarm.Transports.Network.Websocket", False)
+            self.config("Swarm.Transports.Network.QUIC", False)
+            self.config("Swarm.Transports.Network.WebTransport", False)
+            self.config("Swarm.Transports.Network.WebRTCDirect", False)
+            self.config("Swarm.ResourceMgr.Enabled", False)
+            self.config("DNS.Resolvers", {})
+            self.config("Routing.DelegatedRouters", [])
+            self.config("Ipns.DelegatedPublishers", [])
+            self.config("Provide.Enabled", False)
+
+    # -- process --------------------------------------------------------------------------------
+
+    def api_address(self) -> str | None:
+        """The real API multiaddr the running daemon wrote to $IPFS_PATH/api."""
+        try:
+            return (self.repo / "api").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def start(self, timeout: float = 60.0) -> KuboClient:
+        """Start the daemon and wait until its API answers; returns a client for it."""
+        if not self.initialised() or self.local_only:
+            self.init()
+        (self.repo / "api").unlink(missing_ok=True)
+        env = {**os.environ, "IPFS_PATH": str(self.repo), "GOLOG_LOG_LEVEL": "error"}
+        if self.local_only:
+            env["IPFS_TELEMETRY"] = "off"  # lab/test nodes never phone home
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [self.binary, "daemon", "--migrate=true"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise IPFSError(
+                    f"ipfs daemon exited with code {self.process.returncode}; "
+                    f"last log lines:\n{self.tail_log()}"
+                )
+            addr = self.api_address()
+            if addr:
+                client = KuboClient(addr)
+                try:
+                    client.id()
+                    if self.local_only and self.api_port is None:
+                        # Keep the same API port across restarts so clients can reconnect.
+                        self.api_port = int(addr.rstrip("/").split("/")[-1])
+                    return client
+                except IPFSError:
+                    client.close()
+            time.sleep(0.1)
+        self.stop()
+        raise IPFSError(f"ipfs daemon did not answer within {timeout:.0f}s:\n{self.tail_log()}")
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGINT (clean shutdown); a second SIGINT forces it (Kubo waits for open pubsub
+        streams otherwise); SIGKILL the process group if it still lingers."""
+        p = self.process
+        if p is None or p.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGINT, 2.0), (signal.SIGINT, timeout)):
+            try:
+                os.killpg(p.pid, sig)
+                p.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                return
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=5)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None

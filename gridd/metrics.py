@@ -1,0 +1,81 @@
+"""Prometheus metrics. Each worker/peer owns a registry, so many can live in one process (lab)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+TRAINING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+
+
+class ComputeMetrics:
+    """Compute-mode worker: jobs and the cost of running them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.jobs_accepted = Counter("gridd_jobs_accepted", "Jobs this worker started", registry=r)
+        self.jobs_completed = Counter(
+            "gridd_jobs_completed", "Jobs finished and returned", registry=r
+        )
+        self.jobs_failed = Counter(
+            "gridd_jobs_failed", "Jobs that failed while running", ["reason"], registry=r
+        )
+        self.jobs_refused = Counter(
+            "gridd_jobs_refused", "Jobs or messages refused", ["reason"], registry=r
+        )
+        self.jobs_running = Gauge("gridd_jobs_running", "Jobs running now", registry=r)
+        self.training_seconds = Histogram(
+            "gridd_training_seconds", "Wall time of one training", buckets=TRAINING_BUCKETS,
+            registry=r,
+        )
+        self.bytes_fetched = Counter(
+            "gridd_ipfs_fetch_bytes", "Bytes fetched from IPFS", registry=r
+        )
+        self.fetch_errors = Counter("gridd_ipfs_fetch_errors", "Failed IPFS fetches", registry=r)
+
+
+class TreeMetrics:
+    """Tree-mode peer: the tangle as this peer sees it, and its training."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.tx_received = Counter(
+            "gridd_tx_received", "Transactions inserted from the network", registry=r
+        )
+        self.tx_published = Counter(
+            "gridd_tx_published", "Transactions this peer published", registry=r
+        )
+        self.tx_rejected = Counter(
+            "gridd_tx_rejected", "Transactions or messages rejected", ["reason"], registry=r
+        )
+        self.trainings = Counter("gridd_trainings", "Local trainings run", registry=r)
+        self.training_seconds = Histogram(
+            "gridd_training_seconds", "Wall time of one local training", buckets=TRAINING_BUCKETS,
+            registry=r,
+        )
+        self.consensus_accuracy = Gauge(
+            "gridd_consensus_accuracy", "Reference (consensus) model accuracy on local data",
+            registry=r,
+        )
+        self.consensus_loss = Gauge(
+            "gridd_consensus_loss", "Reference model loss on local data", registry=r
+        )
+        self.local_accuracy = Gauge(
+            "gridd_local_accuracy", "Accuracy of this peer's last trained model", registry=r
+        )
+        self.local_loss = Gauge("gridd_local_loss", "Loss of the last trained model", registry=r)
+        self.pending = Gauge(
+            "gridd_pending_transactions", "Transactions waiting for their parents", registry=r
+        )
+        self.tangle_size = Gauge("gridd_tangle_transactions", "Transactions in the tangle", registry=r)
+        self.bytes_fetched = Counter(
+            "gridd_ipfs_fetch_bytes", "Bytes fetched from IPFS", registry=r
+        )
+        self.fetch_errors = Counter("gridd_ipfs_fetch_errors", "Failed IPFS fetches", registry=r)
+
+
+def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:
+    """Expose a registry on http://addr:port/metrics; port 0 picks a free one. Returns the port."""
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return int(server.server_address[1])

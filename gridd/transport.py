@@ -1,0 +1,273 @@
+"""Broker (pub/sub) and Store (content by CID): the two things gridd needs from a network.
+
+`IpfsBroker`/`IpfsStore` run on a real Kubo daemon. `MemoryNetwork` gives the same interface in
+one process, for simulations with hundreds of peers and for fast unit tests. Both have the same
+semantics: a publisher receives its own messages, delivery is best-effort to current
+subscribers, messages over the size cap are refused before sending, `sender` is set by the
+network (never by the message), and content is addressed by a hash of its bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from gridd.ipfs import (
+    ContentTooLarge,
+    ContentUnavailable,
+    KuboClient,
+    NoTopicPeers,
+    PubsubMessage,
+    Subscription,
+)
+from gridd.wire import MAX_BLOB_BYTES, MAX_MESSAGE_BYTES
+
+
+class MessageTooLarge(ValueError):
+    """A publish over the cap: refused locally, because Kubo would drop it silently."""
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    data: bytes
+    sender: str  # verified by the network layer (Kubo's `from`), never read from the payload
+
+
+class Inbox(ABC):
+    """Messages of one subscription, in arrival order."""
+
+    topic: str
+
+    @abstractmethod
+    def get(self, timeout: float | None = None) -> Message | None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        return True
+
+
+class Broker(ABC):
+    peer_id: str
+    max_message_size: int = MAX_MESSAGE_BYTES
+
+    def check_size(self, data: bytes) -> None:
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(
+                f"message of {len(data)} bytes is over the {self.max_message_size}-byte pubsub "
+                "limit; put large content in the store and send its CID"
+            )
+
+    @abstractmethod
+    def publish(self, topic: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def subscribe(self, topic: str) -> Inbox: ...
+
+    @abstractmethod
+    def topic_peers(self, topic: str) -> list[str]: ...
+
+    def wait_for_peers(self, topic: str, min_peers: int = 1, timeout: float = 10.0) -> list[str]:
+        """Block until min_peers others subscribe to topic; NoTopicPeers (with the fix) if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            peers = self.topic_peers(topic)
+            if len(peers) >= min_peers:
+                return peers
+            if time.monotonic() >= deadline:
+                raise NoTopicPeers(topic)
+            time.sleep(0.05)
+
+
+class Store(ABC):
+    @abstractmethod
+    def put(self, data: bytes, pin: bool = True) -> str: ...
+
+    @abstractmethod
+    def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes: ...
+
+    @abstractmethod
+    def pin(self, cid: str) -> None: ...
+
+    @abstractmethod
+    def unpin(self, cid: str) -> None: ...
+
+
+# -- IPFS ----------------------------------------------------------------------------------------
+
+
+class _IpfsInbox(Inbox):
+    def __init__(self, client: KuboClient, topic: str) -> None:
+        self.topic = topic
+        self._sub = Subscription(client, topic)
+
+    def get(self, timeout: float | None = None) -> Message | None:
+        m: PubsubMessage | None = self._sub.get(timeout)
+        return None if m is None else Message(self.topic, m.data, m.sender)
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        return self._sub.wait_ready(timeout)
+
+    def close(self) -> None:
+        self._sub.close()
+
+    @property
+    def subscription(self) -> Subscription:
+        return self._sub
+
+
+class IpfsBroker(Broker):
+    def __init__(self, client: KuboClient) -> None:
+        self.client = client
+        self.peer_id = client.id().peer_id
+
+    def publish(self, topic: str, data: bytes) -> None:
+        self.check_size(data)
+        self.client.pubsub_pub(topic, data)
+
+    def subscribe(self, topic: str) -> Inbox:
+        return _IpfsInbox(self.client, topic)
+
+    def topic_peers(self, topic: str) -> list[str]:
+        return self.client.pubsub_peers(topic)
+
+
+class IpfsStore(Store):
+    def __init__(self, client: KuboClient) -> None:
+        self.client = client
+
+    def put(self, data: bytes, pin: bool = True) -> str:
+        return self.client.add_bytes(data, pin=pin)
+
+    def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes:
+        return self.client.cat(cid, max_size=max_size, timeout=timeout)
+
+    def pin(self, cid: str) -> None:
+        self.client.pin_add(cid)
+
+    def unpin(self, cid: str) -> None:
+        self.client.pin_rm(cid)
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+
+def raw_cid(data: bytes) -> str:
+    """CIDv1, raw codec, sha2-256, base32: what `ipfs add --cid-version=1` gives a small blob."""
+    digest = hashlib.sha256(data).digest()
+    return "b" + base64.b32encode(b"\x01\x55\x12\x20" + digest).decode().lower().rstrip("=")
+
+
+class _MemoryInbox(Inbox):
+    def __init__(self, net: MemoryNetwork, topic: str) -> None:
+        self.topic = topic
+        self._net = net
+        self._queue: queue.Queue[Message] = queue.Queue()
+
+    def deliver(self, msg: Message) -> None:
+        self._queue.put_nowait(msg)
+
+    def get(self, timeout: float | None = None) -> Message | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._net._unsubscribe(self)
+
+
+class MemoryNetwork:
+    """An in-process pubsub + content network shared by many simulated peers."""
+
+    def __init__(self, max_message_size: int = MAX_MESSAGE_BYTES) -> None:
+        self.max_message_size = max_message_size
+        self._lock = threading.Lock()
+        self._subs: dict[str, list[tuple[str, _MemoryInbox]]] = {}
+        self._blobs: dict[str, bytes] = {}
+        self.messages_sent = 0
+
+    def broker(self, peer_id: str) -> MemoryBroker:
+        return MemoryBroker(self, peer_id)
+
+    def store(self) -> MemoryStore:
+        return MemoryStore(self)
+
+    def _subscribe(self, peer_id: str, topic: str) -> _MemoryInbox:
+        inbox = _MemoryInbox(self, topic)
+        with self._lock:
+            self._subs.setdefault(topic, []).append((peer_id, inbox))
+        return inbox
+
+    def _unsubscribe(self, inbox: _MemoryInbox) -> None:
+        with self._lock:
+            subs = self._subs.get(inbox.topic, [])
+            self._subs[inbox.topic] = [(p, i) for p, i in subs if i is not inbox]
+
+    def _publish(self, sender: str, topic: str, data: bytes) -> None:
+        msg = Message(topic, bytes(data), sender)
+        with self._lock:
+            targets = [i for _, i in self._subs.get(topic, [])]
+            self.messages_sent += 1
+        for inbox in targets:
+            inbox.deliver(msg)
+
+    def _peers(self, topic: str, exclude: str) -> list[str]:
+        with self._lock:
+            return sorted({p for p, _ in self._subs.get(topic, []) if p != exclude})
+
+
+class MemoryBroker(Broker):
+    def __init__(self, net: MemoryNetwork, peer_id: str) -> None:
+        self.net = net
+        self.peer_id = peer_id
+        self.max_message_size = net.max_message_size
+
+    def publish(self, topic: str, data: bytes) -> None:
+        self.check_size(data)
+        self.net._publish(self.peer_id, topic, data)
+
+    def subscribe(self, topic: str) -> Inbox:
+        return self.net._subscribe(self.peer_id, topic)
+
+    def topic_peers(self, topic: str) -> list[str]:
+        return self.net._peers(topic, exclude=self.peer_id)
+
+
+class MemoryStore(Store):
+    """Content shared by every peer of the network (as if IPFS always found a provider)."""
+
+    def __init__(self, net: MemoryNetwork) -> None:
+        self.net = net
+        self.pinned: set[str] = set()
+
+    def put(self, data: bytes, pin: bool = True) -> str:
+        cid = raw_cid(data)
+        with self.net._lock:
+            self.net._blobs[cid] = bytes(data)
+        if pin:
+            self.pinned.add(cid)
+        return cid
+
+    def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes:
+        with self.net._lock:
+            data = self.net._blobs.get(cid)
+        if data is None:
+            raise ContentUnavailable(cid, "not in the in-memory store")
+        if len(data) > max_size:
+            raise ContentTooLarge(f"content {cid}", len(data), max_size)
+        return data
+
+    def pin(self, cid: str) -> None:
+        self.get(cid)
+        self.pinned.add(cid)
+
+    def unpin(self, cid: str) -> None:
+        self.pinned.discard(cid)
