@@ -79,7 +79,8 @@ class TangleLog:
     With a path, the first append truncates any torn tail left by a crash so that new
     records stay readable. `append(tx, sync=True)` fsyncs (and, for a new file, its
     directory) before returning. With a file object, the caller owns it: load() reads it
-    from the start and append() writes at its current position.
+    from the start (truncating a torn tail, so the file must then be writable) and append()
+    writes at its current position.
     """
 
     def __init__(self, target: str | os.PathLike[str] | IO[bytes]) -> None:
@@ -95,9 +96,13 @@ class TangleLog:
         """All readable transactions in append order; details in `last_load`."""
         if self.path is None:
             assert self._file is not None
-            if self._file.seekable():
-                self._file.seek(0)
+            start = self._file.seek(0) if self._file.seekable() else 0
             txs, self.last_load = read_records(self._file)
+            if self.last_load.torn_bytes and self._file.seekable():
+                # The next append must land where the readable frames end, not after the
+                # torn bytes (which would make it unreadable too).
+                self._file.seek(start + self.last_load.valid_end)
+                self._file.truncate()
             return txs
         try:
             with open(self.path, "rb") as stream:

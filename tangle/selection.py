@@ -106,7 +106,12 @@ Step = tuple[Sequence[int], list[float] | None]
 """A node's approvers and their cumulative transition weights (None: 0 or 1 approver)."""
 
 
-def _walk(start: int, steps: dict[int, Step], make_step: Callable[[int], Step], rand: Callable[[], float]) -> int:
+def _walk(
+    start: int,
+    steps: dict[int, Step],
+    make_step: Callable[[int], Step],
+    rand: Callable[[], float],
+) -> int:
     """Move to a weighted-random approver until reaching a tip (no recursion)."""
     node = start
     while True:
@@ -128,7 +133,7 @@ def _transition(choices: Sequence[int], ratings: Sequence[float], alpha: float) 
     if len(choices) < 2:
         return choices, None
     top = max(ratings)
-    if top == -math.inf:
+    if top == -math.inf or alpha == 0.0:  # alpha 0: unbiased, even among unscorable (-inf)
         weights = [1.0] * len(ratings)
     else:
         weights = [math.exp(alpha * (r - top)) for r in ratings]
@@ -145,7 +150,9 @@ class _WalkSelector(TipSelector):
         super().__init__(seed)
         shallowest, deepest = particle_depth
         if not 0 <= shallowest <= deepest:
-            raise ValueError(f"particle_depth must be (lo, hi) with 0 <= lo <= hi, got {particle_depth}")
+            raise ValueError(
+                f"particle_depth must be (lo, hi) with 0 <= lo <= hi, got {particle_depth}"
+            )
         if not math.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
         self.alpha = float(alpha)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -48,9 +49,13 @@ def _check_string(name: str, value: object, *, allow_empty: bool) -> str:
 
 
 def _check_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    # numbers.Real also admits numpy scalars (np.float32 accuracies), without importing numpy
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidTransaction(f"{name}: expected a number, got {type(value).__name__}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:
+        raise InvalidTransaction(f"{name}: number too large for a float64") from None
     if not math.isfinite(result):
         raise InvalidTransaction(f"{name}: must be finite, got {result!r}")
     return result
@@ -85,11 +90,12 @@ def _check_metadata(value: object) -> Mapping[str, Scalar]:
 def _check_scalar(name: str, value: object) -> Scalar:
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
+    if isinstance(value, numbers.Integral):  # int, IntEnum, numpy integers -> plain int
+        number = int(value)
+        if not _INT_MIN <= number <= _INT_MAX:
             raise InvalidTransaction(f"{name}: integer outside the signed 64-bit range")
-        return int(value)
-    if isinstance(value, float):
+        return number
+    if isinstance(value, numbers.Real):  # float, numpy floats -> plain float64
         return _check_float(name, value)
     if isinstance(value, str):
         return _check_string(name, value, allow_empty=True)
@@ -118,7 +124,8 @@ class Transaction:
     def __post_init__(self) -> None:
         setter = object.__setattr__
         setter(self, "parents", _check_parents(self.parents))
-        setter(self, "weights_cid", _check_string("weights_cid", self.weights_cid, allow_empty=False))
+        cid = _check_string("weights_cid", self.weights_cid, allow_empty=False)
+        setter(self, "weights_cid", cid)
         setter(self, "issuer", _check_string("issuer", self.issuer, allow_empty=False))
         setter(self, "created_at", _check_float("created_at", self.created_at))
         setter(self, "tag", _check_string("tag", self.tag, allow_empty=True))

@@ -147,21 +147,21 @@ class RecentWindow:
         """Exact 1 + |future cone| for every member (computed once per window)."""
         if self._weights is None:
             sizes, _ = reach_counts(self.order, self._approvers)
-            self._weights = dict(zip(self.order, sizes))
+            self._weights = dict(zip(self.order, sizes, strict=True))
         return self._weights
 
     def confirmations(self, marks: Mapping[int, int]) -> dict[int, int]:
         """For each member: summed weight of the marked nodes that approve it or are it."""
         sizes, marked = reach_counts(self.order, self._approvers, marks)
         if self._weights is None:
-            self._weights = dict(zip(self.order, sizes))
-        return dict(zip(self.order, marked))
+            self._weights = dict(zip(self.order, sizes, strict=True))
+        return dict(zip(self.order, marked, strict=True))
 
     def past_sizes(self) -> dict[int, int]:
         """For each member: 1 + how many members it approves directly or indirectly."""
         order = self.order[::-1]
         sizes, _ = reach_counts(order, self._parents)
-        return dict(zip(order, sizes))
+        return dict(zip(order, sizes, strict=True))
 
     def particles(self, shallowest: int, deepest: int) -> list[int]:
         """Walk start points: members with shallowest <= depth <= deepest.
