@@ -1,18 +1,63 @@
-"""CLI for the two modes (filled in by the tree and compute modules)."""
+"""`start_worker` and the mode commands of `gridd`; each mode owns its CLI module.
+
+start_worker only picks the mode and hands the remaining arguments to that mode's click
+command (gridd.compute.cli.compute_worker or gridd.tree.cli.tree_worker), so
+`start_worker --tree --help` shows the tree options and the modes never share flags by accident.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import click
+
+MODES = {
+    "--compute": ("gridd.compute.cli", "compute_worker"),
+    "--tree": ("gridd.tree.cli", "tree_worker"),
+}
+
+USAGE = """Usage: start_worker --compute [OPTIONS] | --tree [OPTIONS]
+
+  Run a gridd node next to your Kubo (IPFS) daemon.
+
+  --compute   offer this machine's compute: train Keras models for data scientists
+  --tree      join a tangle: serverless federated learning on your own data
+
+  start_worker --compute --help / start_worker --tree --help list each mode's options.
+  Start Kubo first with ./bin/start_ipfs; check it with `gridd ipfs status`.
+"""
 
 
 def register(group: click.Group) -> None:
-    """Add mode commands (genesis, lab, ...) to the `gridd` group."""
+    """Add mode commands (genesis, lab, ...) to the `gridd` group, where a mode provides them."""
+    for module_name, _ in MODES.values():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            continue
+        hook = getattr(module, "register", None)
+        if hook is not None:
+            hook(group)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--compute", "mode", flag_value="compute", help="Offer compute to the grid.")
-@click.option("--tree", "mode", flag_value="tree", help="Join a tangle (federated learning).")
-def start_worker(mode: str | None) -> None:
-    """Run a gridd node next to your Kubo daemon."""
-    if mode is None:
-        raise click.UsageError("choose a mode: --compute or --tree")
+def start_worker(argv: list[str] | None = None) -> None:
+    """Entry point of the `start_worker` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    chosen = sorted({a for a in args if a in MODES})
+    if not chosen:
+        if any(a in ("-h", "--help") for a in args):
+            click.echo(USAGE)
+            sys.exit(0)
+        click.echo(USAGE + "\nError: choose a mode: --compute or --tree", err=True)
+        sys.exit(2)
+    if len(chosen) > 1:
+        click.echo("Error: --compute and --tree cannot be combined; run two workers", err=True)
+        sys.exit(2)
+    flag = chosen[0]
+    rest = [a for a in args if a != flag]
+    module_name, command_name = MODES[flag]
+    command = getattr(importlib.import_module(module_name), command_name)
+    command.main(args=rest, prog_name=f"start_worker {flag}")

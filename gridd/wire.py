@@ -181,7 +181,8 @@ def array_to_wire(a: np.ndarray) -> dict[str, Any]:
     arr = np.asarray(a)
     name = arr.dtype.name
     if name not in ALLOWED_DTYPES:
-        raise WireError(f"dtype {name!r} cannot travel on the wire (allowed: {sorted(ALLOWED_DTYPES)})")
+        allowed = sorted(ALLOWED_DTYPES)
+        raise WireError(f"dtype {name!r} cannot travel on the wire (allowed: {allowed})")
     le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
     return {"dtype": name, "shape": list(arr.shape), "data": np.ascontiguousarray(le).tobytes()}
 

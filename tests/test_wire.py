@@ -13,13 +13,21 @@ from gridd.wire import Field, WireError
 
 wire.register(
     "test.ping",
-    {"n": Field(int), "name": Field(str, max_len=8), "tags": Field(list, required=False, items=str)},
+    {
+        "n": Field(int),
+        "name": Field(str, max_len=8),
+        "tags": Field(list, required=False, items=str),
+    },
 )
 
 
 def test_round_trip() -> None:
     env = wire.decode(wire.encode("test.ping", {"n": 3, "name": "abc", "tags": ["x"]}))
-    assert (env.type, env.version, env.body) == ("test.ping", 1, {"n": 3, "name": "abc", "tags": ["x"]})
+    assert (env.type, env.version, env.body) == (
+        "test.ping",
+        1,
+        {"n": 3, "name": "abc", "tags": ["x"]},
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,7 +64,9 @@ def test_oversized_refused_both_ways() -> None:
 
 
 def test_ext_types_and_nan_refused() -> None:
-    raw = msgpack.packb({"t": "test.ping", "v": 1, "b": {"n": msgpack.ExtType(5, b"x"), "name": "a"}})
+    raw = msgpack.packb(
+        {"t": "test.ping", "v": 1, "b": {"n": msgpack.ExtType(5, b"x"), "name": "a"}}
+    )
     with pytest.raises(WireError, match="extension"):
         wire.decode(raw)
     wire.register("test.float", {"x": Field(float)})
@@ -74,12 +84,18 @@ def test_random_bytes_only_raise_wire_error(data: bytes) -> None:
 
 
 _leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(),
+    st.text(max_size=12),
     st.binary(max_size=12),
 )
 _obj = st.recursive(
     _leaf,
-    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=6), c, max_size=4)),
+    lambda c: st.one_of(
+        st.lists(c, max_size=4), st.dictionaries(st.text(max_size=6), c, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -102,7 +118,9 @@ def test_random_envelopes_only_raise_wire_error(t: object, v: object, body: obje
     "dtype", ["float32", "float64", "float16", "int8", "int64", "uint8", "bool"]
 )
 def test_array_round_trip(dtype: str) -> None:
-    a = (np.arange(24).reshape(2, 3, 4) % 2 if dtype == "bool" else np.arange(24).reshape(2, 3, 4)).astype(dtype)
+    a = (
+        np.arange(24).reshape(2, 3, 4) % 2 if dtype == "bool" else np.arange(24).reshape(2, 3, 4)
+    ).astype(dtype)
     b = wire.array_from_wire(wire.array_to_wire(a))
     assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b)
     assert b.flags.writeable
@@ -140,6 +158,7 @@ def test_object_and_complex_arrays_cannot_be_sent() -> None:
 def test_weights_blob_round_trip() -> None:
     ws = [np.random.default_rng(0).normal(size=(64, 32)).astype("float32"), np.zeros(32, "float32")]
     out = wire.decode_weights(wire.encode_weights(ws, meta={"round": 3}))
-    assert all(np.array_equal(a, b) for a, b in zip(ws, out))
+    assert len(out) == len(ws)
+    assert all(np.array_equal(a, b) for a, b in zip(ws, out, strict=True))
     with pytest.raises(WireError):
         wire.decode_weights(wire.encode_weights(ws), max_bytes=100)

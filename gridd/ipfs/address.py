@@ -42,7 +42,8 @@ def parse_api_address(addr: str | None = None) -> ApiAddress:
     addr = addr.strip()
     if addr.startswith("/"):
         parts = [p for p in addr.split("/") if p]
-        if len(parts) < 4 or parts[0] not in ("ip4", "ip6", "dns", "dns4", "dns6") or parts[2] != "tcp":
+        known = ("ip4", "ip6", "dns", "dns4", "dns6")
+        if len(parts) < 4 or parts[0] not in known or parts[2] != "tcp":
             raise ValueError(
                 f"cannot read API address {addr!r}: expected e.g. /ip4/127.0.0.1/tcp/5001"
             )

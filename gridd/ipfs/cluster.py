@@ -50,7 +50,7 @@ class LocalCluster:
         return self.clients[i]
 
     def wait_topic_mesh(self, topic: str, timeout: float = 15.0) -> None:
-        """Block until every daemon sees all others subscribed to topic (delivery is then reliable)."""
+        """Block until every daemon sees all others subscribed (delivery is then reliable)."""
         n = len(self.clients)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -129,12 +129,11 @@ class KuboDaemon:
         env = {**os.environ, "IPFS_PATH": str(self.repo), "GOLOG_LOG_LEVEL": "error"}
         if self.local_only:
             env["IPFS_TELEMETRY"] = "off"  # lab/test nodes never phone home
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [self.binary, "daemon", "--migrate=true"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "daemon", "--migrate=true"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-START_HINT = "Start it with:  ./bin/start_ipfs   (or: ipfs config --json Pubsub.Enabled true && ipfs daemon)"
+START_HINT = (
+    "Start it with:  ./bin/start_ipfs   "
+    "(or: ipfs config --json Pubsub.Enabled true && ipfs daemon)"
+)
 
 
 class IPFSError(Exception):

@@ -74,5 +74,6 @@ def test_peers_connect(kubo_cluster) -> None:
     out = run("peers", "--api", cluster.daemons[0].api_address() or "", "connect", addr)
     assert out.returncode == 0, out
     assert b.id().peer_id in {p for p, _ in a.swarm_peers()}
-    bad = run("peers", "--api", cluster.daemons[0].api_address() or "", "connect", "/ip4/127.0.0.1/tcp/1")
+    api = cluster.daemons[0].api_address() or ""
+    bad = run("peers", "--api", api, "connect", "/ip4/127.0.0.1/tcp/1")
     assert bad.returncode == 1 and "swarm/connect" in bad.stderr

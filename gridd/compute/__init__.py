@@ -1,0 +1,1 @@
+"""Compute mode: workers that train Keras models for clients, and the job protocol."""

@@ -1,0 +1,1 @@
+"""Tree mode: serverless federated learning over a shared Tangle."""
