@@ -1,0 +1,197 @@
+"""The Jupyter-facing Client: `from gridd import Client; grid = Client()`.
+
+One object per notebook, holding one Kubo connection. Compute (fit, sweep, workers, jobs)
+starts its topic listener on first use, so a notebook that only queries a tangle never
+subscribes to the compute topic. Tree-mode helpers are delegated to gridd.tree.notebook.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from gridd.compute import protocol
+from gridd.compute.dispatch import Dispatcher
+from gridd.compute.remote import Job, RemoteHistory, Uploader, show_progress, submit_fit
+from gridd.compute.table import Table
+from gridd.ipfs import KuboClient
+from gridd.transport import IpfsBroker, IpfsStore
+
+if TYPE_CHECKING:
+    import keras
+
+    from gridd.compute.sweep import SweepResult
+
+
+class Client:
+    """A data scientist's handle on the grid (default Kubo at /ip4/127.0.0.1/tcp/5001)."""
+
+    def __init__(
+        self, api: str | None = None, *, topic: str = protocol.TOPIC, lease: float = 10.0,
+        reoffer_every: float = 2.0,
+    ) -> None:
+        self.kubo = KuboClient(api)
+        try:
+            self.peer_id = self.kubo.id().peer_id  # raises IPFSUnreachable with the fix
+        except Exception:
+            self.kubo.close()
+            raise
+        self.broker = IpfsBroker(self.kubo)
+        self.store = IpfsStore(self.kubo)
+        self.topic = topic
+        self.lease = lease
+        self.reoffer_every = reoffer_every
+        self.uploader = Uploader(self.store)
+        self._dispatcher: Dispatcher | None = None
+        self._jobs: list[Job] = []
+
+    # -- compute --------------------------------------------------------------------------
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(self.broker, self.topic, lease=self.lease,
+                                          reoffer_every=self.reoffer_every).start()
+        return self._dispatcher
+
+    def workers(self, wait: float = 3.0, min_workers: int = 1) -> Table:
+        """Live compute workers (waits up to `wait` s for min_workers ads on first call)."""
+        d = self.dispatcher
+        deadline = time.monotonic() + wait
+        while len(d.workers()) < min_workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        now = time.monotonic()
+        rows = []
+        for ad in sorted(d.workers(), key=lambda a: a.peer_id):
+            b = ad.body
+            rows.append({
+                "peer_id": ad.peer_id, "slots": b["slots"], "free": b["free"],
+                "cpus": b["cpus"], "memory_gb": round(b["memory"] / 2**30, 1),
+                "gpus": ",".join(b["gpus"]) or "-", "tf": b["tf"] or "-", "load": b["load"],
+                "running": len(b["running"]), "restricted": b["restricted"],
+                "seen_s_ago": round(now - ad.seen, 1),
+            })
+        cols = ["peer_id", "slots", "free", "cpus", "memory_gb", "gpus", "tf", "load",
+                "running", "restricted", "seen_s_ago"]
+        return Table(rows, cols)
+
+    def fit(
+        self, model: keras.Model, x: Any, y: Any, *, epochs: int = 1,
+        batch_size: int | None = None, validation_data: tuple[Any, Any] | None = None,
+        validation_split: float | None = None, shuffle: bool | None = None,
+        class_weight: Mapping[int, float] | None = None, wait: bool = True,
+        progress: bool = True, timeout: float | None = None,
+    ) -> tuple[keras.Model, RemoteHistory] | Job:
+        """Train `model` (compiled) on a worker, like model.fit.
+
+        Returns (trained model, history) — the model you passed is left untouched — or, with
+        wait=False, a Job handle (job.result(), job.cancel()). Raises JobFailed/JobRefused
+        with the worker's reason when the job cannot run.
+        """
+        job = submit_fit(
+            self.dispatcher, self.uploader, model, x, y, epochs=epochs, batch_size=batch_size,
+            validation_data=validation_data, validation_split=validation_split,
+            shuffle=shuffle, class_weight=dict(class_weight) if class_weight else None,
+        )
+        self._jobs.append(job)
+        if not wait:
+            return job
+        try:
+            if progress:
+                show_progress(job, desc=f"fit {job.id[:8]}")
+            return job.result(timeout)
+        except KeyboardInterrupt:
+            job.cancel()
+            raise
+
+    def sweep(
+        self, build_fn: Callable[..., Any], space: Mapping[str, Any], x: Any, y: Any, *,
+        metric: str = "val_accuracy", mode: str = "max", max_concurrent: int | None = None,
+        epochs: int = 10, batch_size: int | None = None,
+        validation_data: tuple[Any, Any] | None = None, validation_split: float | None = None,
+        trials: int | None = None, seed: int = 0, early_stopping: bool = False,
+        min_epochs: int | None = None, reduction_factor: int = 3, progress: bool = True,
+    ) -> SweepResult:
+        """Train build_fn(config) for every configuration of `space`, in parallel on workers.
+
+        space: dict of lists (the full grid) or of samplers from gridd.compute.sweep
+        (uniform, loguniform, randint, choice; random search with trials=N). Keys named
+        epochs/batch_size set those fit arguments per trial. early_stopping=True cancels
+        trials that fall out of the top 1/reduction_factor at epoch rungs (successive
+        halving). Returns a SweepResult: .table (sorted), .best_model, .best_config, .plot().
+        """
+        from gridd.compute.sweep import expand, run_sweep
+
+        if validation_data is None and not validation_split and metric.startswith("val_"):
+            raise ValueError(f"metric {metric!r} needs validation_data or validation_split")
+        configs = expand(space, trials, seed)
+        vx, vy = validation_data if validation_data is not None else (None, None)
+        data = self.uploader.arrays(x=x, y=y, val_x=vx, val_y=vy)
+        if max_concurrent is None:
+            free = sum(int(w["free"]) for w in self.workers())
+            max_concurrent = max(1, min(free, len(configs)))
+
+        def submit(model: Any, config: dict[str, Any]) -> Job:
+            job = submit_fit(
+                self.dispatcher, self.uploader, model, None, None,
+                epochs=int(config.get("epochs", epochs)),
+                batch_size=config.get("batch_size", batch_size),
+                validation_split=validation_split, data_cids=data,
+            )
+            self._jobs.append(job)
+            return job
+
+        trial_epochs = max(int(c.get("epochs", epochs)) for c in configs)
+        return run_sweep(submit, build_fn, configs, metric=metric, mode=mode,
+                         max_concurrent=max_concurrent, epochs=trial_epochs,
+                         early_stopping=early_stopping, min_epochs=min_epochs,
+                         eta=reduction_factor, progress=progress)
+
+    def jobs(self) -> Table:
+        """This session's jobs, newest last."""
+        rows = []
+        for j in self._jobs:
+            r = j.remote
+            err = r.error
+            rows.append({
+                "job": j.id, "status": j.status, "epochs": f"{len(r.logs)}/{r.epochs}",
+                "worker": (r.worker or "")[:16], "attempt": r.attempt,
+                "seconds": r.seconds, "error": None if err is None else str(err)[:80],
+            })
+        return Table(rows, ["job", "status", "epochs", "worker", "attempt", "seconds", "error"])
+
+    def job(self, job_id: str) -> Job:
+        for j in self._jobs:
+            if j.id == job_id:
+                return j
+        raise KeyError(f"no job {job_id!r} in this session")
+
+    # -- tree (implemented in gridd.tree.notebook) ---------------------------------------
+
+    def tangle(self, genesis_id: str, **kw: Any) -> Any:
+        from gridd.tree.notebook import open_tangle
+
+        return open_tangle(self, genesis_id, **kw)
+
+    def create_tangle(self, model: Any, recipe: Any = None, **kw: Any) -> Any:
+        from gridd.tree.notebook import create_tangle
+
+        return create_tangle(self, model, recipe, **kw)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+            self._dispatcher = None
+        self.kubo.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<gridd.Client peer {self.peer_id} at {self.kubo.address.multiaddr}>"

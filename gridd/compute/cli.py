@@ -1,0 +1,118 @@
+"""`start_worker --compute`: run a compute worker next to the local Kubo daemon.
+
+Flags override --config (a YAML file like configs/compute.yaml), which overrides the built-in
+defaults of ComputeSettings. SIGTERM/SIGINT stop it cleanly: running jobs are reported as
+'shutdown' so their clients re-offer them at once instead of waiting for the lease.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gridd.compute.settings import ComputeSettings
+from gridd.ipfs.address import API_ENV, DEFAULT_API
+
+
+def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSettings:
+    """Defaults < YAML file < flags given on the command line; validated."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        import yaml
+
+        raw = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise click.BadParameter(f"{config}: expected a mapping of settings",
+                                     param_hint="--config")
+        names = {f.name for f in dataclasses.fields(ComputeSettings)}
+        unknown = set(raw) - names
+        if unknown:
+            raise click.BadParameter(f"{config}: unknown settings {sorted(unknown)}",
+                                     param_hint="--config")
+        values.update(raw)
+    values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    if "accept_from" in values:
+        values["accept_from"] = tuple(values["accept_from"] or ())
+    try:
+        settings = ComputeSettings(**values)
+        settings.validate()
+    except (TypeError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+    return settings
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--api", envvar=API_ENV, default=None,
+              help=f"Kubo RPC address, multiaddr or URL (env {API_ENV}; default {DEFAULT_API}).")
+@click.option("--slots", type=int, default=None, help="Jobs trained at once (default 1).")
+@click.option("--accept-from", "accept_from", multiple=True, metavar="PEER_ID",
+              help="Only accept jobs from this peer id (repeat for several).")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics here.")
+@click.option("--max-job-bytes", type=int, default=None, help="Cap on model + data per job.")
+@click.option("--max-epochs", type=int, default=None, help="Refuse jobs asking for more epochs.")
+@click.option("--max-wall-seconds", type=float, default=None, help="Stop jobs running longer.")
+@click.option("--heartbeat-interval", type=float, default=None,
+              help="Seconds between ads and lease beats (default 2).")
+@click.option("--topic", default=None, help="Compute topic (default gridd/compute/v1).")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="YAML settings file (see configs/compute.yaml).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def compute_worker(config: Path | None, verbose: bool, **flags: Any) -> None:
+    """Offer this machine's compute: train Keras models that clients send as IPFS CIDs."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = load_settings(config, flags)
+    run_worker(settings)
+
+
+def run_worker(settings: ComputeSettings) -> None:
+    from gridd.compute.sysinfo import machine_info
+    from gridd.compute.trainer import KerasTrainer
+    from gridd.compute.worker import ComputeWorker
+    from gridd.ipfs import IPFSError, KuboClient
+    from gridd.metrics import ComputeMetrics, serve
+    from gridd.transport import IpfsBroker, IpfsStore
+
+    log = logging.getLogger("gridd.compute")
+    kubo = KuboClient(settings.api)
+    try:
+        broker = IpfsBroker(kubo)
+        kubo.pubsub_ls()
+    except IPFSError as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    metrics = ComputeMetrics()
+    if settings.metrics_port is not None:
+        port = serve(metrics.registry, settings.metrics_port)
+        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    info = machine_info(with_tf=True)  # import TF now: the first job then starts at once
+    worker = ComputeWorker(broker, IpfsStore(kubo), settings, KerasTrainer(), metrics, info)
+    stopping = {"done": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not stopping["done"]:
+            stopping["done"] = True
+            log.info("signal %d: stopping", signum)
+            worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    log.info("compute worker %s ready: %d slot(s), topic %s%s", broker.peer_id, settings.slots,
+             settings.topic, f", accepting only {list(settings.accept_from)}"
+             if settings.accept_from else "")
+    click.echo(f"READY {broker.peer_id}", err=True)
+    try:
+        worker.wait()
+    finally:
+        worker.stop()
+        kubo.close()

@@ -1,0 +1,346 @@
+"""The client side of the job protocol: offer, assign, watch the lease, re-offer, resolve once.
+
+`Dispatcher` knows nothing about Keras: a job is CIDs in, a CID out. It runs on any Broker, so
+the same state machine is unit-tested on the in-memory network and used against Kubo.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gridd.compute import protocol as p
+from gridd.transport import Broker, Inbox
+from gridd.wire import WireError
+
+log = logging.getLogger(__name__)
+
+FINAL = ("done", "failed", "cancelled")
+
+
+class JobFailed(RuntimeError):
+    """A remote job ended without a result; `reason` is the worker's (or client's) code."""
+
+    def __init__(self, job: str, reason: str, message: str, worker: str | None = None) -> None:
+        who = f" on worker {worker}" if worker else ""
+        super().__init__(f"job {job} failed{who} ({reason}): {message}")
+        self.job = job
+        self.reason = reason
+        self.message = message
+        self.worker = worker
+
+
+class JobRefused(JobFailed):
+    """A worker refused the job itself (unsafe model, limits, --accept-from...)."""
+
+    def __init__(self, job: str, reason: str, message: str, worker: str | None = None) -> None:
+        RuntimeError.__init__(self, f"job {job} refused by worker {worker} ({reason}): {message}")
+        self.job, self.reason, self.message, self.worker = job, reason, message, worker
+
+
+class JobCancelled(JobFailed):
+    pass
+
+
+@dataclass
+class WorkerAd:
+    peer_id: str
+    body: dict[str, Any]
+    seen: float
+
+    def alive(self, now: float) -> bool:
+        return now - self.seen <= 3 * float(self.body["interval"]) + 1.0
+
+
+@dataclass
+class RemoteJob:
+    """A job handle: live status, per-epoch logs, cancel(), wait(), and the result CID."""
+
+    id: str
+    model: str
+    data: dict[str, str]
+    fit: dict[str, Any]
+    bytes: int
+    dispatcher: Dispatcher
+    attempt: int = 0
+    status: str = "offered"
+    worker: str | None = None
+    exclude: set[str] = field(default_factory=set)
+    refusals: dict[str, tuple[str, str]] = field(default_factory=dict)
+    logs: list[dict[str, float]] = field(default_factory=list)
+    epochs: int = 0
+    result_cid: str | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float | None = None
+    error: JobFailed | None = None
+    submitted: float = field(default_factory=time.monotonic)
+    training_at: float | None = None
+    finished_at: float | None = None
+    last_offer: float = 0.0
+    last_heard: float = 0.0
+    ignored: int = 0  # late or stale messages from superseded attempts
+    on_progress: list[Callable[[RemoteJob], None]] = field(default_factory=list)
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Stop the job wherever it runs; result() then raises JobCancelled."""
+        self.dispatcher.cancel(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def result_cid_or_raise(self, timeout: float | None = None) -> str:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.id} still {self.status} after {timeout}s")
+        if self.error is not None:
+            raise self.error
+        assert self.result_cid is not None
+        return self.result_cid
+
+    @property
+    def dispatch_latency(self) -> float | None:
+        """Seconds from the first offer to the worker starting to train."""
+        return None if self.training_at is None else self.training_at - self.submitted
+
+
+class Dispatcher:
+    """Offers jobs on the compute topic and sees each through to exactly one outcome."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        topic: str = p.TOPIC,
+        lease: float = 10.0,
+        reoffer_every: float = 2.0,
+        no_worker_timeout: float = 60.0,
+    ) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.lease = lease
+        self.reoffer_every = reoffer_every
+        self.no_worker_timeout = no_worker_timeout
+        self.peer_id = broker.peer_id
+        self.jobs: dict[str, RemoteJob] = {}
+        self.ads: dict[str, WorkerAd] = {}
+        self.rejected = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._inbox: Inbox | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, ready_timeout: float = 10.0) -> Dispatcher:
+        self._inbox = self.broker.subscribe(self.topic)
+        self._inbox.wait_ready(ready_timeout)
+        self._thread = threading.Thread(target=self._loop, name="compute-dispatch", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._inbox is not None:
+            self._inbox.close()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def workers(self) -> list[WorkerAd]:
+        now = time.monotonic()
+        with self._lock:
+            return [a for a in self.ads.values() if a.alive(now)]
+
+    def submit(
+        self, model: str, data: dict[str, str], fit: dict[str, Any], nbytes: int,
+        job_id: str | None = None,
+    ) -> RemoteJob:
+        job = RemoteJob(job_id or uuid.uuid4().hex[:16], model, dict(data), dict(fit), nbytes,
+                        self, epochs=int(fit.get("epochs", 1)))
+        with self._lock:
+            self.jobs[job.id] = job
+        self._offer(job)
+        return job
+
+    def cancel(self, job: RemoteJob) -> None:
+        with self._lock:
+            if job.finished:
+                return
+            self._finish(job, "cancelled", JobCancelled(job.id, "cancelled", "cancelled by you",
+                                                         job.worker))
+        self._publish(p.pack(p.CANCEL, job=job.id))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _offer(self, job: RemoteJob) -> None:
+        job.last_offer = time.monotonic()
+        self._publish(p.pack(
+            p.OFFER, job=job.id, attempt=job.attempt, model=job.model, data=job.data,
+            fit=job.fit, bytes=job.bytes, exclude=sorted(job.exclude),
+        ))
+
+    def _publish(self, data: bytes) -> None:
+        try:
+            self.broker.publish(self.topic, data)
+        except Exception as e:  # the next tick retries offers; log and carry on
+            log.warning("publish failed: %s", e)
+
+    def _loop(self) -> None:
+        assert self._inbox is not None
+        next_tick = 0.0
+        while not self._stop.is_set():
+            msg = self._inbox.get(timeout=0.1)
+            if msg is not None and msg.sender != self.peer_id:
+                try:
+                    self.handle(msg.sender, msg.data)
+                except Exception:
+                    log.exception("error handling a message from %s", msg.sender)
+            now = time.monotonic()
+            if now >= next_tick:
+                try:
+                    self._tick(now)
+                except Exception:
+                    log.exception("dispatcher tick failed")
+                next_tick = now + 0.25
+
+    def _tick(self, now: float) -> None:
+        reoffer: list[RemoteJob] = []
+        with self._lock:
+            live = {a.peer_id for a in self.ads.values() if a.alive(now)}
+            for job in self.jobs.values():
+                if job.finished:
+                    continue
+                if job.status == "offered":
+                    refused_by = set(job.refusals)
+                    if refused_by and live and live <= refused_by | job.exclude:
+                        reasons = "; ".join(f"{w[:12]}…: {r} ({e})"
+                                            for w, (r, e) in job.refusals.items())
+                        reason = next(iter(job.refusals.values()))[0]
+                        self._finish(job, "failed", JobRefused(
+                            job.id, reason, f"every live worker refused it: {reasons}",
+                            next(iter(job.refusals))))
+                    elif not live and now - job.submitted > self.no_worker_timeout:
+                        self._finish(job, "failed", JobFailed(
+                            job.id, "no_workers", f"no live compute worker on topic "
+                            f"{self.topic!r} for {self.no_worker_timeout:.0f}s; start one with "
+                            "`start_worker --compute` next to a connected Kubo daemon"))
+                    elif now - job.last_offer >= self.reoffer_every:
+                        reoffer.append(job)
+                elif now - job.last_heard > self.lease:
+                    log.warning("job %s: worker %s silent for %.1fs (lease %.1fs); re-offering",
+                                job.id, job.worker, now - job.last_heard, self.lease)
+                    if job.worker:
+                        job.exclude.add(job.worker)
+                    self._reset(job)
+                    reoffer.append(job)
+        for job in reoffer:
+            self._offer(job)
+
+    def _reset(self, job: RemoteJob) -> None:
+        """Back to 'offered' under a new attempt: the old attempt's messages are now stale."""
+        job.attempt += 1
+        job.status = "offered"
+        job.worker = None
+        job.logs = []
+        job.training_at = None
+        job.refusals = {}
+        self._notify(job)
+
+    def _finish(self, job: RemoteJob, status: str, error: JobFailed | None) -> None:
+        job.status = status
+        job.error = error
+        job.finished_at = time.monotonic()
+        job._done.set()
+        self._notify(job)
+
+    def _notify(self, job: RemoteJob) -> None:
+        for cb in list(job.on_progress):
+            try:
+                cb(job)
+            except Exception:
+                log.exception("progress callback failed")
+
+    def handle(self, sender: str, data: bytes) -> None:
+        try:
+            kind, body = p.unpack(data)
+        except WireError as e:
+            self.rejected += 1
+            log.warning("rejected message from %s (%s): %s", sender, p.rejection_reason(data, e), e)
+            return
+        now = time.monotonic()
+        if kind == p.AD:
+            with self._lock:
+                self.ads[sender] = WorkerAd(sender, body, now)
+            return
+        if kind in (p.OFFER, p.ASSIGN, p.CANCEL):
+            return  # other clients' traffic
+        reoffer = None
+        with self._lock:
+            job = self.jobs.get(body["job"])
+            if job is None or job.finished:
+                if job is not None and kind == p.DONE:
+                    job.ignored += 1
+                    log.info("job %s: ignoring a late result from %s", job.id, sender)
+                return
+            if kind == p.REFUSED and job.status == "offered" and body["attempt"] == job.attempt:
+                job.refusals[sender] = (body["reason"], body["error"])
+                return
+            if kind == p.CLAIM:
+                if (job.status == "offered" and body["attempt"] == job.attempt
+                        and sender not in job.exclude):
+                    job.status = "assigned"
+                    job.worker = sender
+                    job.last_heard = now
+                    self._publish(p.pack(p.ASSIGN, job=job.id, attempt=job.attempt,
+                                         worker=sender))
+                    self._notify(job)
+                return
+            if sender != job.worker or body["attempt"] != job.attempt:
+                job.ignored += 1
+                log.info("job %s: ignoring %s from %s (attempt %d, current %d on %s)", job.id,
+                         kind, sender, body["attempt"], job.attempt, job.worker)
+                return
+            job.last_heard = now
+            if kind == p.BEAT:
+                job.status = body["state"]
+                if body["state"] == "training" and job.training_at is None:
+                    job.training_at = now
+                self._notify(job)
+            elif kind == p.PROGRESS:
+                first = body["first"]
+                logs = [p.clean_logs(x) for x in body["logs"]]
+                job.logs = job.logs[:first] + logs
+                job.epochs = body["epochs"]
+                if job.training_at is None:
+                    job.training_at = now
+                job.status = "training"
+                self._notify(job)
+            elif kind == p.DONE:
+                job.result_cid = body["model"]
+                job.history = {str(k): [float(x) for x in v if isinstance(x, (int, float))]
+                               for k, v in body["history"].items()}
+                job.seconds = float(body["seconds"])
+                self._finish(job, "done", None)
+            elif kind == p.REFUSED:
+                self._finish(job, "failed", JobRefused(job.id, body["reason"], body["error"],
+                                                       sender))
+            elif kind == p.FAILED:
+                if body["reason"] in p.RETRYABLE:
+                    log.warning("job %s: %s on %s (%s); re-offering", job.id, body["reason"],
+                                sender, body["error"])
+                    if body["reason"] == "shutdown":
+                        job.exclude.add(sender)
+                    self._reset(job)
+                    reoffer = job
+                else:
+                    self._finish(job, "failed", JobFailed(job.id, body["reason"], body["error"],
+                                                          sender))
+        if reoffer is not None:
+            self._offer(reoffer)

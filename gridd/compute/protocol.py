@@ -1,0 +1,209 @@
+"""The compute job protocol: message types on one pubsub topic, and their schemas.
+
+There is no server. A client *offers* a job (CIDs only), free workers *claim* it, the client
+*assigns* it to one claimer, and the assignee sends *beats* (its lease), *progress* per epoch,
+then *done* (the trained model's CID) or *failed* (a reason code and a sentence). A job that
+stops beating is re-offered with a higher `attempt`; messages of an older attempt are ignored,
+which is what makes "exactly one result" hold. The author of every message is the pubsub
+sender (Kubo's verified `from`); no body field ever names its own author.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gridd.wire import Field, WireError, decode, encode, register
+
+TOPIC = "gridd/compute/v1"
+# Compute messages only carry CIDs and a few numbers: anything bigger is refused unread.
+MAX_COMPUTE_MESSAGE = 64 * 1024
+
+AD = "compute.ad"
+OFFER = "compute.offer"
+CLAIM = "compute.claim"
+ASSIGN = "compute.assign"
+BEAT = "compute.beat"
+PROGRESS = "compute.progress"
+DONE = "compute.done"
+FAILED = "compute.failed"
+REFUSED = "compute.refused"
+CANCEL = "compute.cancel"
+
+# Data names a job may carry, each the CID of one .npy file.
+DATA_KEYS = ("x", "y", "val_x", "val_y")
+# model.fit arguments a worker accepts; anything else is refused (no callbacks, no code).
+FIT_ARGS = ("epochs", "batch_size", "validation_split", "shuffle", "class_weight")
+# Failures after which the client offers the job again instead of giving up.
+RETRYABLE = frozenset({"busy", "shutdown", "fetch_failed"})
+
+_CID = re.compile(r"^[A-Za-z0-9]{10,128}$")
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _cid(v: Any) -> bool:
+    return isinstance(v, str) and bool(_CID.match(v))
+
+
+def _job_id(v: Any) -> bool:
+    return isinstance(v, str) and bool(_JOB_ID.match(v))
+
+
+def _data(v: Any) -> bool:
+    return (
+        isinstance(v, dict)
+        and {"x", "y"} <= set(v)
+        and set(v) <= set(DATA_KEYS)
+        and all(_cid(c) for c in v.values())
+    )
+
+
+def _floats(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(k, str) and len(k) <= 64 and isinstance(x, (int, float))
+        and not isinstance(x, bool)
+        for k, x in v.items()
+    )
+
+
+JOB = Field(str, max_len=64, check=_job_id, why="job id: 1-64 of [A-Za-z0-9_.-]")
+ATTEMPT = Field(int, check=lambda v: 0 <= v < 1000, why="attempt must be 0..999")
+NONNEG = Field((int, float), check=lambda v: v >= 0, why="must be >= 0")
+
+register(AD, {
+    "slots": Field(int, check=lambda v: 0 < v < 1024, why="slots must be 1..1023"),
+    "free": Field(int, check=lambda v: 0 <= v < 1024, why="free must be 0..1023"),
+    "cpus": Field(int, check=lambda v: v >= 0, why="cpus must be >= 0"),
+    "memory": NONNEG,
+    "gpus": Field(list, max_len=16, items=str),
+    "tf": Field(str, max_len=32),
+    "load": NONNEG,
+    "running": Field(list, max_len=1024, items=str),
+    "interval": Field(float, check=lambda v: 0 < v <= 600, why="interval must be in (0, 600]"),
+    "restricted": Field(bool),
+})
+register(OFFER, {
+    "job": JOB,
+    "attempt": ATTEMPT,
+    "model": Field(str, check=_cid, why="model must be a CID"),
+    "data": Field(dict, max_len=4, check=_data, why="data needs x and y CIDs (val_x, val_y)"),
+    "fit": Field(dict, max_len=16),
+    "bytes": Field(int, check=lambda v: v >= 0, why="bytes must be >= 0"),
+    "exclude": Field(list, max_len=256, items=str),
+})
+register(CLAIM, {"job": JOB, "attempt": ATTEMPT})
+register(ASSIGN, {"job": JOB, "attempt": ATTEMPT, "worker": Field(str, max_len=128)})
+register(BEAT, {
+    "job": JOB, "attempt": ATTEMPT,
+    "state": Field(str, check=lambda v: v in ("fetching", "training", "uploading"),
+                   why="state must be fetching, training or uploading"),
+})
+register(PROGRESS, {
+    "job": JOB, "attempt": ATTEMPT,
+    "first": Field(int, check=lambda v: v >= 0, why="first epoch must be >= 0"),
+    "logs": Field(list, max_len=1000, items=dict),
+    "epochs": Field(int, check=lambda v: v >= 1, why="epochs must be >= 1"),
+})
+register(DONE, {
+    "job": JOB, "attempt": ATTEMPT,
+    "model": Field(str, check=_cid, why="model must be a CID"),
+    "history": Field(dict, max_len=64, check=lambda h: all(
+        isinstance(v, list) for v in h.values()), why="history values must be lists"),
+    "seconds": NONNEG,
+})
+register(FAILED, {
+    "job": JOB, "attempt": ATTEMPT,
+    "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
+})
+register(REFUSED, {
+    "job": JOB, "attempt": ATTEMPT,
+    "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
+})
+register(CANCEL, {"job": JOB})
+
+COMPUTE_TYPES = (AD, OFFER, CLAIM, ASSIGN, BEAT, PROGRESS, DONE, FAILED, REFUSED, CANCEL)
+
+
+def pack(msg_type: str, **body: Any) -> bytes:
+    """Encode one compute message (validated against its schema before it leaves)."""
+    return encode(msg_type, body, max_size=MAX_COMPUTE_MESSAGE)
+
+
+def unpack(data: bytes) -> tuple[str, dict[str, Any]]:
+    """Decode a compute message; WireError carries a reason via `rejection_reason`."""
+    env = decode(data, max_size=MAX_COMPUTE_MESSAGE, expect=COMPUTE_TYPES)
+    return env.type, env.body
+
+
+def rejection_reason(data: bytes, error: WireError) -> str:
+    """Metric label for a refused message: oversized, malformed or schema."""
+    if len(data) > MAX_COMPUTE_MESSAGE:
+        return "oversized"
+    text = str(error)
+    if text.startswith(("malformed", "unsupported protocol", "expected bytes")):
+        return "malformed"
+    return "schema"
+
+
+def check_fit_args(fit: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+    """The model.fit keyword arguments of a job, checked; ValueError names what is wrong."""
+    unknown = set(fit) - set(FIT_ARGS)
+    if unknown:
+        raise ValueError(f"fit arguments {sorted(unknown)} are not allowed (allowed: {FIT_ARGS})")
+    out: dict[str, Any] = {}
+    epochs = fit.get("epochs", 1)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if epochs > max_epochs:
+        raise ValueError(f"epochs={epochs} is over this worker's limit of {max_epochs}")
+    out["epochs"] = epochs
+    if "batch_size" in fit:
+        b = fit["batch_size"]
+        if not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= 1_000_000:
+            raise ValueError(f"batch_size must be an integer in 1..1000000, got {b!r}")
+        out["batch_size"] = b
+    if "validation_split" in fit:
+        s = fit["validation_split"]
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0.0 <= s < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {s!r}")
+        out["validation_split"] = float(s)
+    if "shuffle" in fit:
+        if not isinstance(fit["shuffle"], bool):
+            raise ValueError("shuffle must be true or false")
+        out["shuffle"] = fit["shuffle"]
+    if "class_weight" in fit:
+        cw = fit["class_weight"]
+        if not isinstance(cw, dict) or len(cw) > 100_000:
+            raise ValueError("class_weight must be a map of class index to weight")
+        weights: dict[int, float] = {}
+        for k, v in cw.items():
+            try:
+                idx = int(k)
+            except (TypeError, ValueError):
+                raise ValueError(f"class_weight key {k!r} is not a class index") from None
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"class_weight[{k!r}] must be a non-negative number")
+            weights[idx] = float(v)
+        out["class_weight"] = weights
+    return out
+
+
+def fit_to_wire(fit: dict[str, Any]) -> dict[str, Any]:
+    """Client side: make fit args msgpack-safe (class_weight keys become strings)."""
+    out = dict(fit)
+    if "class_weight" in out and out["class_weight"] is not None:
+        out["class_weight"] = {str(int(k)): float(v) for k, v in out["class_weight"].items()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def clean_logs(logs: dict[str, Any] | None) -> dict[str, float]:
+    """Per-epoch Keras logs as plain floats (drops anything that is not a finite number)."""
+    out: dict[str, float] = {}
+    for k, v in (logs or {}).items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if f == f and abs(f) != float("inf"):
+            out[str(k)[:64]] = f
+    return out

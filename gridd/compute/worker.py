@@ -1,0 +1,344 @@
+"""The compute worker: advertise, claim offered jobs, run them, report, keep going.
+
+One thread reads the topic and ticks (ads, lease beats, expiries); each job trains in its own
+thread. Every message that fails its schema, comes from a peer not in --accept-from, or asks
+for more than this worker's limits is refused, counted (gridd_jobs_refused{reason}) and logged
+once, and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gridd.compute import protocol as p
+from gridd.compute.jobs import JobContext, JobError, JobSpec, Trainer
+from gridd.compute.settings import ComputeSettings
+from gridd.compute.sysinfo import MachineInfo, load, machine_info
+from gridd.metrics import ComputeMetrics
+from gridd.transport import Broker, Inbox, Store
+from gridd.wire import WireError
+
+log = logging.getLogger(__name__)
+
+OFFER_TTL = 60.0  # forget an offer nobody re-sent for this long
+
+
+@dataclass
+class _Offer:
+    spec: JobSpec
+    seen: float
+
+
+@dataclass
+class _Claim:
+    spec: JobSpec
+    until: float
+
+
+class ComputeWorker:
+    """A compute-mode node on any Broker/Store (Kubo in production, memory in unit tests)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        store: Store,
+        settings: ComputeSettings,
+        trainer: Trainer,
+        metrics: ComputeMetrics | None = None,
+        info: MachineInfo | None = None,
+    ) -> None:
+        settings.validate()
+        self.broker = broker
+        self.store = store
+        self.settings = settings
+        self.trainer = trainer
+        self.metrics = metrics or ComputeMetrics()
+        self.info = info or machine_info(with_tf=False)
+        self.peer_id = broker.peer_id
+        self._lock = threading.RLock()
+        self._offers: dict[str, _Offer] = {}
+        self._claims: dict[str, _Claim] = {}
+        self._running: dict[str, JobContext] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._refused: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self._shutdown = threading.Event()
+        self._inbox: Inbox | None = None
+        self._thread: threading.Thread | None = None
+        self.claim_ttl = max(5.0, 3 * settings.heartbeat_interval)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, ready_timeout: float = 10.0) -> ComputeWorker:
+        self._inbox = self.broker.subscribe(self.settings.topic)
+        self._inbox.wait_ready(ready_timeout)
+        self._thread = threading.Thread(target=self._loop, name="compute-worker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming, fail running jobs as 'shutdown' (the client re-offers them)."""
+        with self._lock:
+            for ctx in self._running.values():
+                ctx.stop("shutdown")
+            threads = list(self._threads.values())
+        for t in threads:
+            t.join(timeout)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._inbox is not None:
+            self._inbox.close()
+
+    def request_stop(self) -> None:
+        """Make wait() return (safe to call from a signal handler)."""
+        self._shutdown.set()
+
+    def wait(self) -> None:
+        while not self._shutdown.wait(0.5):
+            pass
+
+    @property
+    def free_slots(self) -> int:
+        with self._lock:
+            return max(0, self.settings.slots - len(self._running) - len(self._claims))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        interval = self.settings.heartbeat_interval
+        next_tick = 0.0
+        assert self._inbox is not None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_tick:
+                try:
+                    self._tick(now)
+                except Exception:  # a failed publish must not stop the worker
+                    log.exception("worker tick failed")
+                next_tick = now + interval
+            msg = self._inbox.get(timeout=min(0.2, max(0.01, next_tick - time.monotonic())))
+            if msg is None or msg.sender == self.peer_id:
+                continue
+            try:
+                self.handle(msg.sender, msg.data)
+            except Exception:  # never let one message kill the worker
+                log.exception("error handling a message from %s", msg.sender)
+
+    def _tick(self, now: float) -> None:
+        with self._lock:
+            for job, claim in list(self._claims.items()):
+                if claim.until < now:
+                    del self._claims[job]
+            for job, offer in list(self._offers.items()):
+                if offer.seen + OFFER_TTL < now:
+                    del self._offers[job]
+            beats = [(c.spec, c.state) for c in self._running.values()]
+        self._advertise()
+        for spec, state in beats:
+            self._send(p.BEAT, spec, state=state)
+        self._claim_more()
+
+    def _advertise(self) -> None:
+        with self._lock:
+            running = sorted(self._running)
+        self._publish(p.pack(
+            p.AD, slots=self.settings.slots, free=self.free_slots, cpus=self.info.cpus,
+            memory=self.info.memory, gpus=list(self.info.gpus), tf=self.info.tf[:32],
+            load=load(), running=running, interval=float(self.settings.heartbeat_interval),
+            restricted=bool(self.settings.accept_from),
+        ))
+
+    # -- messages -------------------------------------------------------------------------
+
+    def refuse(self, reason: str, detail: str, sender: str) -> None:
+        """Count and log one refused input (once: each refusal is one event)."""
+        self.metrics.jobs_refused.labels(reason=reason).inc()
+        log.warning("refused input from %s (%s): %s", sender, reason, detail)
+
+    def handle(self, sender: str, data: bytes) -> None:
+        try:
+            kind, body = p.unpack(data)
+        except WireError as e:
+            self.refuse(p.rejection_reason(data, e), str(e), sender)
+            return
+        if kind == p.OFFER:
+            self._on_offer(sender, body)
+        elif kind == p.ASSIGN:
+            self._on_assign(sender, body)
+        elif kind == p.CANCEL:
+            self._on_cancel(sender, body)
+        # ads, claims, beats... of other peers are not the worker's business
+
+    def _on_offer(self, sender: str, body: dict[str, Any]) -> None:
+        spec = JobSpec(body["job"], body["attempt"], sender, body["model"], dict(body["data"]),
+                       dict(body["fit"]), body["bytes"])
+        with self._lock:
+            ctx = self._running.get(spec.job)
+            if ctx is not None and ctx.spec.owner == sender and spec.attempt > ctx.spec.attempt:
+                ctx.stop("superseded")  # the client gave up on us; don't finish for nothing
+            if self.peer_id in body["exclude"]:
+                return
+            if (spec.job, spec.attempt) in self._refused:
+                return
+        problem = self._check_offer(spec)
+        if problem is not None:
+            reason, detail = problem
+            with self._lock:
+                self._refused.add((spec.job, spec.attempt))
+            self.refuse(reason, f"job {spec.job}: {detail}", sender)
+            self._publish(p.pack(p.REFUSED, job=spec.job, attempt=spec.attempt, reason=reason,
+                                 error=detail[:2000]))
+            return
+        with self._lock:
+            if spec.job in self._running or spec.job in self._claims:
+                return
+            self._offers[spec.job] = _Offer(spec, time.monotonic())
+        self._claim_more()
+
+    def _check_offer(self, spec: JobSpec) -> tuple[str, str] | None:
+        s = self.settings
+        if s.accept_from and spec.owner not in s.accept_from:
+            return "not_allowed", f"this worker only accepts jobs from {len(s.accept_from)} " \
+                "listed peer(s) (--accept-from), not from " + spec.owner
+        if spec.bytes > s.max_job_bytes:
+            return "too_large", f"the job is {spec.bytes} bytes, over this worker's limit of " \
+                f"{s.max_job_bytes}"
+        try:
+            p.check_fit_args(spec.fit, s.max_epochs)
+        except ValueError as e:
+            reason = "too_many_epochs" if "limit" in str(e) else "bad_fit_args"
+            return reason, str(e)
+        return None
+
+    def _claim_more(self) -> None:
+        """Claim the oldest pending offers while slots are free."""
+        to_claim: list[JobSpec] = []
+        with self._lock:
+            free = self.settings.slots - len(self._running) - len(self._claims)
+            for job, offer in sorted(self._offers.items(), key=lambda kv: kv[1].seen):
+                if free <= 0:
+                    break
+                if job in self._claims or job in self._running:
+                    continue
+                self._claims[job] = _Claim(offer.spec, time.monotonic() + self.claim_ttl)
+                to_claim.append(offer.spec)
+                free -= 1
+        for spec in to_claim:
+            self._publish(p.pack(p.CLAIM, job=spec.job, attempt=spec.attempt))
+
+    def _on_assign(self, sender: str, body: dict[str, Any]) -> None:
+        job, attempt, worker = body["job"], body["attempt"], body["worker"]
+        with self._lock:
+            offer = self._offers.get(job)
+            claim = self._claims.get(job)
+            known = claim.spec if claim else (offer.spec if offer else None)
+            if known is None or known.owner != sender:
+                ctx = self._running.get(job)
+                if ctx is not None and ctx.spec.owner == sender and worker != self.peer_id \
+                        and attempt > ctx.spec.attempt:
+                    ctx.stop("superseded")
+                return  # an assignment for an offer we never saw (or from someone else)
+            if worker != self.peer_id:
+                self._offers.pop(job, None)
+                self._claims.pop(job, None)
+                start = None
+            elif job in self._running:
+                return  # a repeated assignment
+            elif claim is None and self.free_slots == 0:
+                start = "busy"
+            else:
+                spec = known if known.attempt == attempt else JobSpec(
+                    known.job, attempt, known.owner, known.model, known.data, known.fit,
+                    known.bytes)
+                self._claims.pop(job, None)
+                self._offers.pop(job, None)
+                start = spec  # type: ignore[assignment]
+        if start is None:
+            self._claim_more()
+        elif start == "busy":
+            self._publish(p.pack(p.FAILED, job=job, attempt=attempt, reason="busy",
+                                 error="worker has no free slot"))
+        else:
+            self._start_job(start)  # type: ignore[arg-type]
+
+    def _on_cancel(self, sender: str, body: dict[str, Any]) -> None:
+        job = body["job"]
+        with self._lock:
+            offer = self._offers.get(job)
+            if offer is not None and offer.spec.owner == sender:
+                del self._offers[job]
+            claim = self._claims.get(job)
+            if claim is not None and claim.spec.owner == sender:
+                del self._claims[job]
+            ctx = self._running.get(job)
+            if ctx is not None and ctx.spec.owner == sender:
+                ctx.stop("cancelled")
+        self._claim_more()
+
+    # -- running a job --------------------------------------------------------------------
+
+    def _start_job(self, spec: JobSpec) -> None:
+        ctx = JobContext(
+            spec=spec, store=self.store, metrics=self.metrics,
+            max_bytes=self.settings.max_job_bytes,
+            deadline=time.monotonic() + self.settings.max_wall_seconds,
+            report=lambda kind, body: self._send(kind, spec, **body),
+        )
+        t = threading.Thread(target=self._run_job, args=(ctx,), name=f"job:{spec.job}",
+                             daemon=True)
+        with self._lock:
+            self._running[spec.job] = ctx
+            self._threads[spec.job] = t
+        self.metrics.jobs_accepted.inc()
+        self.metrics.jobs_running.inc()
+        log.info("job %s (attempt %d) from %s: started", spec.job, spec.attempt, spec.owner)
+        ctx.set_state("fetching")
+        t.start()
+
+    def _run_job(self, ctx: JobContext) -> None:
+        spec = ctx.spec
+        t0 = time.monotonic()
+        try:
+            result = self.trainer.run(ctx)
+            ctx.check_stop()
+            cid = self.store.put(result.model)
+            self.metrics.training_seconds.observe(time.monotonic() - t0)
+            self._send(p.DONE, spec, model=cid, history=result.history,
+                       seconds=round(time.monotonic() - t0, 3))
+            self.metrics.jobs_completed.inc()
+            log.info("job %s: done in %.1fs -> %s", spec.job, time.monotonic() - t0, cid)
+        except JobError as e:
+            if e.refused:
+                self.refuse(e.reason, f"job {spec.job}: {e.message}", spec.owner)
+                self._send(p.REFUSED, spec, reason=e.reason, error=e.message[:2000])
+            else:
+                self.metrics.jobs_failed.labels(reason=e.reason).inc()
+                log.warning("job %s failed (%s): %s", spec.job, e.reason, e.message)
+                self._send(p.FAILED, spec, reason=e.reason, error=e.message[:2000])
+        except Exception as e:  # a bug or an IPFS outage: report it, keep the worker alive
+            self.metrics.jobs_failed.labels(reason="error").inc()
+            log.exception("job %s crashed", spec.job)
+            self._send(p.FAILED, spec, reason="error", error=f"{type(e).__name__}: {e}"[:2000])
+        finally:
+            with self._lock:
+                self._running.pop(spec.job, None)
+                self._threads.pop(spec.job, None)
+            self.metrics.jobs_running.dec()
+            self._claim_more()
+
+    def _send(self, kind: str, spec: JobSpec, **body: Any) -> None:
+        try:
+            self._publish(p.pack(kind, job=spec.job, attempt=spec.attempt, **body))
+        except WireError:
+            log.exception("cannot encode %s for job %s", kind, spec.job)
+
+    def _publish(self, data: bytes) -> None:
+        try:
+            self.broker.publish(self.settings.topic, data)
+        except Exception as e:  # Kubo down for a moment: the next tick re-sends state
+            log.warning("publish failed: %s", e)
