@@ -68,11 +68,17 @@ class TreeMetrics:
         self.pending = Gauge(
             "gridd_pending_transactions", "Transactions waiting for their parents", registry=r
         )
-        self.tangle_size = Gauge("gridd_tangle_transactions", "Transactions in the tangle", registry=r)
+        self.tangle_size = Gauge(
+            "gridd_tangle_transactions", "Transactions in the tangle", registry=r
+        )
         self.bytes_fetched = Counter(
             "gridd_ipfs_fetch_bytes", "Bytes fetched from IPFS", registry=r
         )
         self.fetch_errors = Counter("gridd_ipfs_fetch_errors", "Failed IPFS fetches", registry=r)
+        self.peers_seen = Gauge(
+            "gridd_tree_peers_seen", "Peers heard on the tangle topic or seen as issuers",
+            registry=r,
+        )
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:

@@ -1,0 +1,485 @@
+"""A tree-mode peer: follows one tangle, trains on local data, publishes when it does better.
+
+The peer is a plain object driven from outside: `process_messages` drains the inbox and
+fetches what is missing, `train_step` makes one synchronous training attempt, `announce`
+re-announces the tips. `run` is the daemon loop over those three (single-threaded, so the
+tangle needs no locks); the lab steps a hundred peers from one loop without calling it,
+which is why nothing here starts a thread.
+
+One training attempt: select NUM_OF_TIPS tips, average their weights, train for the
+recipe's local epochs, evaluate on the local validation split, compare with the reference
+model (the top REFERENCE_TOP transactions of NUM_OF_SAMPLING_ROUND tip-sampling rounds,
+averaged) and publish a transaction approving the tips only if it is better. A published
+transaction is stored, pinned and logged *before* it is announced, so an announced
+transaction is never lost by its issuer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gridd.data import DataError, Dataset
+from gridd.metrics import TreeMetrics
+from gridd.models import average_weights
+from gridd.models.base import check_xy
+from gridd.transport import Broker, Inbox, Store
+from gridd.tree import messages
+from gridd.tree.builder import TangleBuilder
+from gridd.tree.genesis import Genesis, load_genesis, put_record
+from gridd.tree.settings import TreeSettings
+from gridd.tree.state import LOG_FILE, PeerState, load_state, save_state
+from gridd.tree.trainer import LocalTrainer, Scores
+from gridd.tree.weights import WeightsBank, weights_cap
+from gridd.wire import WireError
+from tangle import (
+    AccuracyWalkSelector,
+    RandomWalkSelector,
+    Tangle,
+    TangleLog,
+    TipSelector,
+    Transaction,
+    UniformSelector,
+    rebuild,
+    reference,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES_PER_DRAIN = 10_000
+HELLO_ANSWER_GAP = 1.0  # seconds: answer hellos with our heads at most this often
+MAX_PEERS_SEEN = 10_000
+MAX_SCORES = 4_096
+MAX_PUBLISHED_KEPT = 1_000
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Outcome of one training attempt."""
+
+    published: bool
+    reason: str  # published | not_better | observer | weights_unavailable
+    tx_id: str | None = None
+    parents: tuple[str, ...] = ()
+    local: Scores | None = None
+    reference: Scores | None = None
+    reference_ids: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def local_accuracy(self) -> float | None:
+        return None if self.local is None else self.local.accuracy
+
+    @property
+    def reference_accuracy(self) -> float | None:
+        return None if self.reference is None else self.reference.accuracy
+
+
+@dataclass
+class _Counters:
+    published: int = 0
+    received: int = 0
+    messages: int = 0
+    hello_answered: int = 0
+    peers_seen: dict[str, float] = field(default_factory=dict)
+
+
+class TreePeer:
+    """One peer of one tangle; see the module docstring. Not thread-safe: one driver."""
+
+    def __init__(
+        self,
+        *,
+        genesis_id: str,
+        broker: Broker,
+        store: Store,
+        dataset: Dataset | None,
+        settings: TreeSettings,
+        state_dir: Path | None = None,
+        metrics: TreeMetrics | None = None,
+        seed: int | None = None,
+        prefer: str = "auto",
+    ) -> None:
+        self.genesis_id = genesis_id
+        self.topic = messages.topic_for(genesis_id)  # refuses a malformed id early
+        self.broker = broker
+        self.store = store
+        self.dataset = dataset
+        self.settings = settings
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.metrics = metrics if metrics is not None else TreeMetrics()
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        self.prefer = settings.prefer if prefer == "auto" else prefer
+        self.rng = random.Random(self.seed)
+        self.peer_id = broker.peer_id
+        self.genesis: Genesis | None = None
+        self.counters = _Counters()
+        self.last_step: StepResult | None = None
+        self._tangle: Tangle | None = None
+        self._inbox: Inbox | None = None
+        self._txlog: TangleLog | None = None
+        self._builder: TangleBuilder | None = None
+        self._bank: WeightsBank | None = None
+        self._trainer: LocalTrainer | None = None
+        self._selector: TipSelector | None = None
+        self._state = PeerState(genesis_id)
+        self._scores: dict[str, float] = {}
+        self._last_announce = -float("inf")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Fetch the genesis, load persisted state, subscribe. Starts no thread of its own."""
+        s = self.settings
+        genesis = load_genesis(self.store, self.genesis_id, timeout=s.timeout)
+        self.genesis = genesis
+        if self.dataset is not None:
+            _check_dataset(genesis, self.dataset)
+        txs: list[Transaction] = []
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._state = load_state(self.state_dir, self.genesis_id)
+            if self._state.peer_id and self._state.peer_id != self.peer_id:
+                log.warning("state in %s was written by peer %s; this daemon is %s",
+                            self.state_dir, self._state.peer_id, self.peer_id)
+            self._state.peer_id = self.peer_id
+            self._txlog = TangleLog(self.state_dir / LOG_FILE)
+            txs = self._txlog.load()
+            stats = self._txlog.last_load
+            if stats is not None and (stats.corrupt or stats.invalid or stats.torn_bytes):
+                log.warning("tangle log: %d records, %d corrupt, %d invalid, %d torn bytes "
+                            "(ignored)", stats.records, stats.corrupt, stats.invalid,
+                            stats.torn_bytes)
+            save_state(self.state_dir, self._state)
+        self._tangle = rebuild(genesis.transaction, txs, max_pending=s.max_pending)
+        if txs:
+            log.info("resumed tangle %s: %d transactions, %d pending", self.genesis_id[:12],
+                     len(self._tangle), self._tangle.pending_count)
+        self._bank = WeightsBank(
+            self.store, genesis.spec, weights_cap(genesis.weights_size), timeout=s.timeout,
+            cache_size=s.weights_cache, metrics=self.metrics,
+        )
+        self._builder = TangleBuilder(
+            self._tangle, self._bank, self.store, timeout=s.timeout, txlog=self._txlog,
+            metrics=self.metrics,
+        )
+        if self.dataset is not None:
+            self._trainer = LocalTrainer(genesis, self.dataset, self.prefer, seed=self.seed)
+        self._selector = self._make_selector()
+        self._inbox = self.broker.subscribe(self.topic)
+        self._inbox.wait_ready(timeout=min(10.0, s.timeout))
+        self._publish(messages.hello_message(len(self._tangle)))
+        self._update_gauges()
+
+    def close(self) -> None:
+        if self._inbox is not None:
+            self._inbox.close()
+            self._inbox = None
+        if self.state_dir is not None and self.genesis is not None:
+            try:
+                save_state(self.state_dir, self._state)
+            except OSError as e:
+                log.warning("could not save state: %s", e)
+        if self._txlog is not None:
+            self._txlog.close()
+            self._txlog = None
+
+    def __enter__(self) -> TreePeer:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- views -------------------------------------------------------------------------------
+
+    @property
+    def tangle(self) -> Tangle:
+        if self._tangle is None:
+            raise RuntimeError("TreePeer.open() first")
+        return self._tangle
+
+    @property
+    def client_epochs(self) -> int:
+        """Local epochs this peer has trained so far (persisted across restarts)."""
+        return self._state.client_epochs
+
+    @property
+    def published(self) -> list[str]:
+        """Ids of the transactions this peer published (the most recent ones)."""
+        return list(self._state.published)
+
+    @property
+    def peers_seen(self) -> list[str]:
+        """Peer ids heard on the topic or seen as issuers, this one included if it spoke."""
+        return sorted(self.counters.peers_seen)
+
+    @property
+    def builder(self) -> TangleBuilder:
+        assert self._builder is not None, "TreePeer.open() first"
+        return self._builder
+
+    @property
+    def bank(self) -> WeightsBank:
+        assert self._bank is not None, "TreePeer.open() first"
+        return self._bank
+
+    def weights_of(self, tx_id: str) -> list[np.ndarray]:
+        """Weights of one transaction of the tangle (cached, else reloaded by CID)."""
+        return self.bank.get(self.tangle[tx_id].weights_cid)
+
+    def reference_ids(self) -> list[str]:
+        """The transactions the reference model averages (top-m of the sampled ranking)."""
+        s = self.settings
+        ids = reference(
+            self.tangle, self._sampler(), rounds=s.num_of_sampling_round, top=s.reference_top,
+            rng=self.rng, count=s.num_of_tips, window=s.reference_window,
+        )
+        return ids or self.tangle.tips()[-1:]
+
+    def consensus_weights(self) -> list[np.ndarray]:
+        """The reference model's weights: the average of `reference_ids()`."""
+        return average_weights([self.weights_of(i) for i in self.reference_ids()])
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def process_messages(self, timeout: float = 0.0) -> int:
+        """Handle every queued message (waiting up to `timeout` for the first), then fetch
+        missing ancestors and weights. Returns the number of messages handled; bad input is
+        counted and logged, never raised."""
+        if self._inbox is None:
+            raise RuntimeError("TreePeer.open() first")
+        handled = 0
+        wait: float | None = max(0.0, timeout)
+        while handled < MAX_MESSAGES_PER_DRAIN:
+            msg = self._inbox.get(timeout=wait)
+            if msg is None:
+                break
+            wait = 0.0
+            handled += 1
+            try:
+                self._handle(msg.data, msg.sender)
+            except Exception:  # a bug must not kill the listener; log it loudly
+                log.exception("unexpected error handling a message from %s", msg.sender[:60])
+        self.counters.messages += handled
+        self._count_received(self.builder.fetch_missing())
+        self._update_gauges()
+        return handled
+
+    def _handle(self, data: bytes, sender: str) -> None:
+        if sender != self.peer_id:
+            self._saw(sender)
+        try:
+            kind, body = messages.parse(data)
+        except WireError as e:
+            self.builder.reject("malformed", f"message from {sender[:60]}: {e}")
+            return
+        if kind == messages.TX:
+            if sender == self.peer_id:
+                return  # our own echo: already inserted before publishing
+            inserted = self.builder.offer_record(body["record"], sender=sender)
+            self._count_received(inserted)
+        elif kind == messages.HEADS:
+            self.builder.want(body["heads"])
+        elif (
+            kind == messages.HELLO
+            and sender != self.peer_id
+            and time.monotonic() - self._last_announce >= HELLO_ANSWER_GAP
+        ):
+            self.counters.hello_answered += 1
+            self.announce()
+
+    def _count_received(self, inserted: Sequence[Transaction]) -> None:
+        for tx in inserted:
+            self._saw(tx.issuer)
+        self.counters.received += len(inserted)
+        if inserted:
+            self.metrics.tx_received.inc(len(inserted))
+
+    def _saw(self, peer: str) -> None:
+        seen = self.counters.peers_seen
+        if peer not in seen and len(seen) >= MAX_PEERS_SEEN:
+            seen.pop(next(iter(seen)))
+        seen[peer] = time.time()
+
+    def announce(self) -> None:
+        """Re-announce our tips, so peers that missed a message (or just joined) catch up."""
+        self._last_announce = time.monotonic()
+        tips = self.tangle.tips()[-messages.MAX_HEADS:]
+        self._publish(messages.heads_message(tips, len(self.tangle)))
+
+    def _publish(self, data: bytes) -> bool:
+        try:
+            self.broker.publish(self.topic, data)
+            return True
+        except Exception as e:  # best effort: heads re-announce whatever was missed
+            log.warning("publish on %s failed: %s", self.topic, e)
+            return False
+
+    # -- training ----------------------------------------------------------------------------
+
+    def train_step(self) -> StepResult:
+        """One training attempt (see the module docstring); never publishes worse models."""
+        if self._trainer is None:
+            return self._remember(StepResult(False, "observer"))
+        start = time.perf_counter()
+        s = self.settings
+        tangle = self.tangle
+        assert self._selector is not None
+        tips = tuple(self._selector.select(tangle, s.num_of_tips, self.rng))
+        try:
+            parents = [self.weights_of(t) for t in tips]
+            ref_ids = tuple(self.reference_ids())
+            ref_weights = average_weights([self.weights_of(i) for i in ref_ids])
+        except Exception as e:  # pinned content should not vanish; if it does, skip a round
+            log.warning("weights unavailable for training: %s", e)
+            return self._remember(StepResult(False, "weights_unavailable", parents=tips))
+        start_weights = average_weights(parents)
+        trained, seconds = self._trainer.train(start_weights, seed=self.rng.randrange(2**31))
+        self.metrics.trainings.inc()
+        self.metrics.training_seconds.observe(seconds)
+        self._state.trainings += 1
+        self._state.client_epochs += self._trainer.recipe.local_epochs
+        local = self._trainer.evaluate(trained)
+        ref = self._trainer.evaluate(ref_weights)
+        m = self.metrics
+        m.local_accuracy.set(local.accuracy)
+        m.local_loss.set(local.loss)
+        m.consensus_accuracy.set(ref.accuracy)
+        m.consensus_loss.set(ref.loss)
+        tx_id = None
+        if local.beats(ref, s.min_improvement):
+            tx_id = self._publish_tx(tips, trained, local, ref)
+        if self.state_dir is not None:
+            save_state(self.state_dir, self._state)
+        result = StepResult(
+            tx_id is not None, "published" if tx_id else "not_better", tx_id, tips, local, ref,
+            ref_ids, time.perf_counter() - start,
+        )
+        log.info("step: local acc %.4f vs reference %.4f -> %s%s", local.accuracy,
+                 ref.accuracy, result.reason, f" {tx_id[:12]}" if tx_id else "")
+        self._update_gauges()
+        return self._remember(result)
+
+    def _remember(self, result: StepResult) -> StepResult:
+        self.last_step = result
+        return result
+
+    def _publish_tx(self, tips: tuple[str, ...], weights: list[np.ndarray], local: Scores,
+                    ref: Scores) -> str:
+        assert self._trainer is not None
+        weights_cid = self.bank.put(weights)
+        tx = Transaction.create(
+            tips, weights_cid, self.peer_id, time.time(),
+            metadata={
+                "accuracy": round(local.accuracy, 6),
+                "loss": round(local.loss, 6) if np.isfinite(local.loss) else None,
+                "reference_accuracy": round(ref.accuracy, 6),
+                "client_epochs": self._state.client_epochs,
+                "samples": self._trainer.samples,
+            },
+        )
+        put_record(self.store, tx)
+        self.tangle.add(tx)
+        if self._txlog is not None:
+            self._txlog.append(tx, sync=True)
+        self._state.published.append(tx.id)
+        del self._state.published[:-MAX_PUBLISHED_KEPT]
+        if self.state_dir is not None:
+            save_state(self.state_dir, self._state)
+        self._publish(messages.tx_message(tx))
+        self.counters.published += 1
+        self.metrics.tx_published.inc()
+        return tx.id
+
+    def _make_selector(self) -> TipSelector:
+        s = self.settings
+        seed = self.rng.randrange(2**31)
+        if s.tip_selector == "uniform":
+            return UniformSelector(seed=seed)
+        if s.tip_selector == "accuracy" and self._trainer is not None:
+            return AccuracyWalkSelector(self._score, alpha=s.alpha, seed=seed,
+                                        cache=_BoundedScores(MAX_SCORES))
+        return RandomWalkSelector(alpha=s.alpha if s.tip_selector == "random_walk" else 0.001,
+                                  seed=seed)
+
+    def _sampler(self) -> TipSelector:
+        assert self._selector is not None, "TreePeer.open() first"
+        return self._selector
+
+    def _score(self, tx: Transaction) -> float:
+        assert self._trainer is not None
+        try:
+            return self._trainer.evaluate(self.bank.get(tx.weights_cid)).accuracy
+        except Exception:
+            return float("-inf")
+
+    # -- daemon loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Process messages continuously; every TRAINING_INTERVAL train with probability
+        ACTIVE_QUOTA; re-announce tips every ANNOUNCE_INTERVAL. Returns when `stop` is set."""
+        s = self.settings
+        now = time.monotonic()
+        next_train = now + s.training_interval * self.rng.uniform(0.5, 1.0)
+        next_announce = now
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_announce:
+                self.announce()
+                next_announce = now + s.announce_interval
+            if now >= next_train:
+                next_train = now + s.training_interval
+                if self.rng.random() < s.active_quota:
+                    try:
+                        self.train_step()
+                    except Exception:
+                        log.exception("training step failed; continuing")
+                continue
+            wait = min(next_train, next_announce) - time.monotonic()
+            try:
+                self.process_messages(timeout=max(0.0, min(wait, 0.5)))
+            except Exception:
+                log.exception("message processing failed; continuing")
+                stop.wait(0.5)
+
+    def _update_gauges(self) -> None:
+        if self._tangle is None:
+            return
+        m = self.metrics
+        m.pending.set(self._tangle.pending_count)
+        m.tangle_size.set(len(self._tangle))
+        m.peers_seen.set(len(self.counters.peers_seen))
+
+
+class _BoundedScores(dict):  # type: ignore[type-arg]
+    """Accuracy scores by transaction id, dropping the oldest beyond `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: str, value: float) -> None:
+        if key not in self and len(self) >= self.limit:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
+
+
+def _check_dataset(genesis: Genesis, dataset: Dataset) -> None:
+    """DataError in a sentence when the data does not fit the tangle's recipe."""
+    recipe = genesis.recipe
+    for name, x, y in (("x", dataset.x, dataset.y), ("x_val", dataset.x_val, dataset.y_val)):
+        try:
+            check_xy(recipe, x, y)
+        except ValueError as e:
+            raise DataError(
+                f"data does not fit tangle {genesis.id[:12]} (input shape "
+                f"{recipe.input_shape}, {recipe.classes} classes): {name}/{e}"
+            ) from None
