@@ -7,6 +7,7 @@ subscribes to the compute topic. Tree-mode helpers are delegated to gridd.tree.n
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,10 +26,15 @@ if TYPE_CHECKING:
 
 
 class Client:
-    """A data scientist's handle on the grid (default Kubo at /ip4/127.0.0.1/tcp/5001)."""
+    """A data scientist's handle on the grid (default Kubo at /ip4/127.0.0.1/tcp/5001).
+
+    api: Kubo RPC address (default $GRIDD_IPFS_API, then the Kubo default). topic: the
+    compute topic (default $GRIDD_COMPUTE_TOPIC, then gridd/compute/v1). lease: seconds of
+    silence after which a running job is given to another worker.
+    """
 
     def __init__(
-        self, api: str | None = None, *, topic: str = protocol.TOPIC, lease: float = 10.0,
+        self, api: str | None = None, *, topic: str | None = None, lease: float = 10.0,
         reoffer_every: float = 2.0,
     ) -> None:
         self.kubo = KuboClient(api)
@@ -39,7 +45,7 @@ class Client:
             raise
         self.broker = IpfsBroker(self.kubo)
         self.store = IpfsStore(self.kubo)
-        self.topic = topic
+        self.topic = topic or os.environ.get(protocol.TOPIC_ENV) or protocol.TOPIC
         self.lease = lease
         self.reoffer_every = reoffer_every
         self.uploader = Uploader(self.store)
@@ -75,6 +81,12 @@ class Client:
         cols = ["peer_id", "slots", "free", "cpus", "memory_gb", "gpus", "tf", "load",
                 "running", "restricted", "seen_s_ago"]
         return Table(rows, cols)
+
+    def publish(self, obj: Any) -> str:
+        """Put a compiled Keras model (.keras) or a numeric array (.npy) into IPFS; its CID."""
+        if hasattr(obj, "get_weights"):
+            return self.uploader.model(obj)[0]
+        return self.uploader.arrays(array=obj)[0]["array"]
 
     def fit(
         self, model: keras.Model, x: Any, y: Any, *, epochs: int = 1,

@@ -16,6 +16,7 @@ from typing import Any
 from gridd.wire import Field, WireError, decode, encode, register
 
 TOPIC = "gridd/compute/v1"
+TOPIC_ENV = "GRIDD_COMPUTE_TOPIC"  # another topic = a separate grid (tests, private pools)
 # Compute messages only carry CIDs and a few numbers: anything bigger is refused unread.
 MAX_COMPUTE_MESSAGE = 64 * 1024
 

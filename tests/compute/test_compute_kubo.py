@@ -1,0 +1,153 @@
+"""Compute mode end to end: real Kubo daemons, real `start_worker --compute` processes."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import numpy as np
+import pytest
+from compute_helpers import Grid, mlp
+
+from gridd import Client
+from gridd.compute import protocol as p
+from gridd.compute.dispatch import JobRefused
+from gridd.ipfs import IPFSUnreachable
+
+pytestmark = [pytest.mark.kubo, pytest.mark.tf]
+
+
+@pytest.fixture(scope="module")
+def client(grid: Grid):
+    c = Client(grid.api(0), topic=grid.topic, lease=3.0, reoffer_every=0.5)
+    c.workers(wait=30, min_workers=2)
+    yield c
+    c.close()
+
+
+def test_client_without_kubo_says_how_to_start_it() -> None:
+    with pytest.raises(IPFSUnreachable, match="start_ipfs"):
+        Client("/ip4/127.0.0.1/tcp/9")
+
+
+def test_workers_table_lists_live_workers(client: Client, grid: Grid) -> None:
+    table = client.workers()
+    assert len(table) == 2
+    assert {r["tf"] for r in table} != {"-"}
+    assert all(r["slots"] == 1 and r["cpus"] >= 1 for r in table)
+    assert "peer_id" in repr(table) and "<table>" in table._repr_html_()
+
+
+def test_fit_round_trip_trains_remotely(client: Client, digits_small) -> None:
+    x, y, xt, yt = digits_small
+    model = mlp()
+    before = model.evaluate(xt, yt, verbose=0, return_dict=True)
+    sent = [w.copy() for w in model.get_weights()]
+    trained, history = client.fit(model, x, y, epochs=5, batch_size=64,
+                                  validation_data=(xt, yt), progress=False, timeout=120)
+    after = trained.evaluate(xt, yt, verbose=0, return_dict=True)
+    assert after["accuracy"] > before["accuracy"] + 0.3
+    assert after["loss"] < before["loss"]
+    assert any(not np.allclose(a, b) for a, b in zip(sent, trained.get_weights(), strict=True))
+    assert all(np.allclose(a, b) for a, b in zip(sent, model.get_weights(), strict=True))
+    assert history.epoch == [0, 1, 2, 3, 4] and len(history.history["val_accuracy"]) == 5
+    assert history.worker is not None and history.params["epochs"] == 5
+    jobs = client.jobs()
+    assert jobs[-1]["status"] == "done"
+
+
+def test_lambda_model_is_refused_with_a_clear_error(client: Client, grid: Grid,
+                                                    digits_small) -> None:
+    x, y, _, _ = digits_small
+    before = sum(w.metric("gridd_jobs_refused_total", reason="unsafe_model")
+                 for w in grid.workers)
+    with pytest.raises(JobRefused, match="Lambda") as err:
+        client.fit(mlp(lambda_layer=True), x, y, epochs=1, progress=False, timeout=60)
+    assert err.value.reason == "unsafe_model"
+    after = sum(w.metric("gridd_jobs_refused_total", reason="unsafe_model")
+                for w in grid.workers)
+    assert after == before + 1
+
+
+def test_bad_messages_are_counted_and_workers_keep_serving(client: Client, grid: Grid,
+                                                           digits_small) -> None:
+    bad = [
+        b"\xc1 definitely not msgpack",
+        b"\x00" * (p.MAX_COMPUTE_MESSAGE + 10),  # oversized
+        msgpack.packb({"t": p.OFFER, "v": 1, "b": {"job": "x", "epochs": "many"}}),  # schema
+        msgpack.packb({"t": p.OFFER, "v": 1, "b": {  # an offer that wants code run
+            "job": "evil", "attempt": 0, "model": "bafy" + "a" * 20,
+            "data": {"x": "bafy" + "b" * 20, "y": "bafy" + "c" * 20},
+            "fit": {"epochs": 1, "callbacks": ["rm -rf"]}, "bytes": 10, "exclude": []}}),
+    ]
+    for data in bad:
+        client.broker.publish(grid.topic, data)
+    reasons = ("malformed", "oversized", "schema", "bad_fit_args")
+    deadline = time.monotonic() + 15
+    while True:
+        counts = {r: [w.metric("gridd_jobs_refused_total", reason=r) for w in grid.workers]
+                  for r in reasons}
+        if all(c >= 1 for cs in counts.values() for c in cs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(c >= 1 for cs in counts.values() for c in cs), counts
+    x, y, _, _ = digits_small
+    trained, history = client.fit(mlp(), x, y, epochs=1, progress=False, timeout=120)
+    assert len(history.history["loss"]) == 1
+    assert all(w.proc is not None and w.proc.poll() is None for w in grid.workers)
+
+
+def test_accept_from_refuses_other_peers(grid: Grid, digits_small) -> None:
+    topic = grid.topic + "-private"
+    friend = grid.cluster.clients[1].id().peer_id
+    w = grid.spawn(2, topic, "--accept-from", friend)
+    w.wait_ready()
+    x, y, _, _ = digits_small
+    stranger = Client(grid.api(0), topic=topic, reoffer_every=0.5)
+    ally = Client(grid.api(1), topic=topic, reoffer_every=0.5)
+    try:
+        assert stranger.workers(wait=20)[0]["restricted"] is True
+        with pytest.raises(JobRefused, match="not_allowed"):
+            stranger.fit(mlp(), x, y, epochs=1, progress=False, timeout=60)
+        assert w.metric("gridd_jobs_refused_total", reason="not_allowed") >= 1
+        assert w.metric("gridd_jobs_accepted_total") == 0
+        ally.workers(wait=20)
+        _, history = ally.fit(mlp(), x, y, epochs=1, progress=False, timeout=120)
+        assert len(history.history["loss"]) == 1
+    finally:
+        stranger.close()
+        ally.close()
+        w.stop()
+
+
+def test_sweep_runs_configurations_on_both_workers(client: Client, digits_small) -> None:
+    x, y, xt, yt = digits_small
+    result = client.sweep(lambda hidden, lr: mlp(hidden, lr), {"hidden": [8, 32], "lr": [0.01]},
+                          x, y, epochs=3, batch_size=64, validation_data=(xt, yt),
+                          progress=False)
+    assert [r["status"] for r in result.table] == ["done", "done"]
+    scores = [r["val_accuracy"] for r in result.table]
+    assert scores == sorted(scores, reverse=True)
+    assert result.best_model is not None and result.best_config is not None
+    assert len({r["worker"] for r in result.table}) == 2
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_finishes_on_the_other_worker(client: Client, grid: Grid,
+                                                      digits_small) -> None:
+    """Last in the module: it kills one of the shared workers."""
+    x, y, xt, yt = digits_small
+    job = client.fit(mlp(), x, y, epochs=30, batch_size=16, progress=False, wait=False)
+    deadline = time.monotonic() + 60
+    while len(job.logs) < 2:
+        assert time.monotonic() < deadline, f"job never started training: {job}"
+        time.sleep(0.05)
+    first = job.worker
+    victim = next(w for w, c in zip(grid.workers[:2], grid.cluster.clients[1:3], strict=True)
+                  if c.id().peer_id == first)
+    victim.kill()
+    model, history = job.result(timeout=180)
+    assert job.worker != first and job.remote.attempt == 1
+    assert len(history.history["loss"]) == 30
+    assert model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"] > 0.8
+    assert [j["job"] for j in client.jobs()].count(job.id) == 1 and job.status == "done"
