@@ -48,7 +48,7 @@ register(
         "size": Field(int, required=False),
     },
 )
-register(HELLO, {"size": Field(int, required=False)})
+register(HELLO, {"size": Field(int, required=False), "nonce": Field(int, required=False)})
 register(RECIPE, {"recipe": Field(dict, max_len=64)})
 
 
@@ -113,8 +113,9 @@ def heads_message(heads: list[str], size: int) -> bytes:
     return encode(HEADS, {"heads": heads[-MAX_HEADS:], "size": size})
 
 
-def hello_message(size: int) -> bytes:
-    return encode(HELLO, {"size": size})
+def hello_message(size: int, nonce: int) -> bytes:
+    """A joining peer's request for heads; `nonce` lets the sender ignore its own echo."""
+    return encode(HELLO, {"size": size, "nonce": nonce})
 
 
 def parse(data: bytes) -> tuple[str, dict[str, Any]]:

@@ -132,6 +132,7 @@ class TreePeer:
         self._state = PeerState(genesis_id)
         self._scores: dict[str, float] = {}
         self._last_announce = -float("inf")
+        self._nonce = random.SystemRandom().randrange(2**62)  # tells our hello from others'
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -175,7 +176,7 @@ class TreePeer:
         self._selector = self._make_selector()
         self._inbox = self.broker.subscribe(self.topic)
         self._inbox.wait_ready(timeout=min(10.0, s.timeout))
-        self._publish(messages.hello_message(len(self._tangle)))
+        self._publish(messages.hello_message(len(self._tangle), self._nonce))
         self._update_gauges()
 
     def close(self) -> None:
@@ -282,15 +283,15 @@ class TreePeer:
             self.builder.reject("malformed", f"message from {sender[:60]}: {e}")
             return
         if kind == messages.TX:
-            if sender == self.peer_id:
-                return  # our own echo: already inserted before publishing
+            # Our own echo is a known id and costs one decode; no shortcut by sender, since
+            # a notebook observer may share its Kubo daemon (and peer id) with a worker.
             inserted = self.builder.offer_record(body["record"], sender=sender)
             self._count_received(inserted)
         elif kind == messages.HEADS:
             self.builder.want(body["heads"])
         elif (
             kind == messages.HELLO
-            and sender != self.peer_id
+            and body.get("nonce") != self._nonce
             and time.monotonic() - self._last_announce >= HELLO_ANSWER_GAP
         ):
             self.counters.hello_answered += 1
