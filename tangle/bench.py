@@ -5,6 +5,9 @@ tips as of the start of its batch of 10), then times what a training round needs
 measured cold, i.e. right after a new transaction arrived and invalidated every cache:
 ratings (cumulative weights of the walk window), one 2-tip selection, one reference
 computation (35 sampling rounds of 2 walks) and the whole round (selection + reference).
+"all-CW" is the exact cumulative weight of every transaction (what export_graph's
+cumulative_weight=True costs): a chunked bitset sweep, O(n^2 / 4096) word operations, so it
+is the one figure that grows faster than linearly; no training round needs it.
 Prints a table and writes JSON under bench-results/.
 """
 
@@ -146,6 +149,9 @@ def measure(n: int, reps: int, seed: int) -> dict[str, Any]:
         )
     }
     window = tangle.window(depth)
+    start = time.perf_counter()  # the export's exact all-transaction sweep, run once
+    tangle.cumulative_weights()
+    all_weights_ms = (time.perf_counter() - start) * 1000
     result: dict[str, Any] = {
         "n": n,
         "n_after": len(tangle),
@@ -155,6 +161,7 @@ def measure(n: int, reps: int, seed: int) -> dict[str, Any]:
         "window_size": len(window),
         **{f"{name}_ms": statistics.median(t) for name, t in timings.items()},
         **{f"{name}_ms_p90": _quantile(t, 0.9) for name, t in timings.items()},
+        "all_weights_ms": all_weights_ms,
     }
     return result
 
@@ -186,7 +193,9 @@ def growth_exponents(rows: list[dict[str, Any]]) -> dict[str, float]:
     small, large = rows[0], rows[-1]
     scale = math.log(large["n"] / small["n"])
     out = {}
-    for key in ("ratings_ms", "select_ms", "reference_ms", "round_ms", "bytes_per_tx"):
+    keys = ("ratings_ms", "select_ms", "reference_ms", "round_ms", "all_weights_ms",
+            "bytes_per_tx")
+    for key in keys:
         if small.get(key) and large.get(key):
             out[key] = math.log(large[key] / small[key]) / scale
     out["insert_time_per_tx"] = math.log(small["insert_per_s"] / large["insert_per_s"]) / scale
@@ -217,6 +226,7 @@ COLUMNS = (
     ("select(2) ms", "select_ms", "{:>12.2f}"),
     ("reference(35) ms", "reference_ms", "{:>16.2f}"),
     ("round ms", "round_ms", "{:>8.2f}"),
+    ("all-CW ms", "all_weights_ms", "{:>9.1f}"),
     ("B/tx", "bytes_per_tx", "{:>6.0f}"),
     ("window", "window_size", "{:>6d}"),
     ("tips", "tips", "{:>4d}"),

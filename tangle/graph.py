@@ -188,7 +188,7 @@ class Tangle:
         return self._height[self._node(tx_id)]
 
     def depth(self, tx_id: str) -> int:
-        """Length of the longest path up to any tip (tips: 0). O(|future cone|).
+        """Length of the longest path up to any tip (tips: 0). O(F log F), F = |future cone|.
 
         This is the depth the walk window uses: an approver is always shallower than what
         it approves, so a depth-bounded window contains the future cone of each member.
@@ -214,7 +214,12 @@ class Tangle:
         return 1 + len(self._future_nodes(self._node(tx_id)))
 
     def cumulative_weights(self) -> dict[str, int]:
-        """Exact cumulative weight of every transaction (bitset sweep; for exports)."""
+        """Exact cumulative weight of every transaction, for exports and analysis.
+
+        A chunked bitset sweep: O(n^2 / 4096) word operations (about 1.4 s at 100k
+        transactions). Walks never need it: they use `window(d).cumulative_weights()`,
+        exact for every window member at O(window) cost.
+        """
         window = self.window(None)
         txs = self._txs
         return {txs[node].id: w for node, w in window.cumulative_weights().items()}

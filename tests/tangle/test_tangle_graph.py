@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -30,6 +31,7 @@ from tangle import (
     export_graph,
     reference,
 )
+from tangle import window as window_module
 
 
 # ---------------------------------------------------------------- insertion rules
@@ -225,6 +227,22 @@ def test_window_confirmations_and_past_sizes_match_brute_force(
         expected = sum(w for m, w in marks.items() if tangle.id_of(m) in reach(x, children) | {x})
         assert confirmed[node] == expected
         assert past_sizes[node] == 1 + len(reach(x, parents) & members)
+
+
+@settings(max_examples=40, deadline=None)
+@given(txs=dags(), chunk=st.integers(1, 7), mark_seed=st.integers(0, 2**32 - 1))
+def test_bitset_chunking_does_not_change_counts(txs: list, chunk: int, mark_seed: int) -> None:
+    """Real tangles span many CHUNK_BITS passes; tiny chunks make small DAGs do the same."""
+    rng = random.Random(mark_seed)
+    marks = {node: rng.randint(1, 3) for node in range(len(txs)) if rng.random() < 0.5}
+    one_pass = build(txs).window(None)
+    expected = (one_pass.cumulative_weights(), one_pass.confirmations(marks),
+                one_pass.past_sizes())
+    with mock.patch.object(window_module, "CHUNK_BITS", chunk):
+        chunked = build(txs).window(None)
+        found = (chunked.cumulative_weights(), chunked.confirmations(marks),
+                 chunked.past_sizes())
+    assert found == expected
 
 
 def test_window_order_puts_approvers_first_and_caches_per_version() -> None:

@@ -102,10 +102,12 @@ def test_file_object_log_appends_after_a_torn_tail(txs: list) -> None:
     log = TangleLog(stream)
     for tx in txs[:3]:
         log.append(tx)
-    stream.write(encode_record(txs[3])[:-7])  # crash mid-append
-    assert log.load() == txs[:3]
+    big = make_tx([txs[2].id], 50, metadata={f"k{i}": "x" * 200 for i in range(30)})
+    stream.write(encode_record(big)[:-7])  # crash mid-append of a record longer than the next
+    assert log.load() == txs[:3] and log.last_load.torn_bytes > 0
     log.append(txs[4])
     assert log.load() == [*txs[:3], txs[4]]
+    assert log.last_load.torn_bytes == 0  # the torn bytes are gone, not left behind
     log.close()
     assert not stream.closed  # the caller owns its file object
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +188,22 @@ def test_uniform_selector_draws_distinct_tips_with_equal_chance() -> None:
     assert len(set(selector.select(tangle, 4))) == 4
     more = selector.select(tangle, 6)  # more than there are tips: all of them, then repeats
     assert len(more) == 6 and set(more) == {tx.id for tx in tips}
+
+
+def test_choices_do_not_depend_on_the_process_hash_seed() -> None:
+    """Peers must agree on a seeded choice: no set or hash order may leak into it."""
+    script = (
+        "from tangle import *; from tangle.bench import grow; t = grow(400, seed=1); "
+        "s = AccuracyWalkSelector(lambda tx: int(tx.id[:3], 16) / 4096, particle_depth=(3, 9)); "
+        "print(RandomWalkSelector().select(t, 2, 5), s.select(t, 2, 5), "
+        "UniformSelector().select(t, 2, 5), reference(t, RandomWalkSelector(), top=3, rng=5))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
+            check=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in (1, 2, 3)
+    }
+    assert len(outputs) == 1 and len(outputs.pop()) > 100
