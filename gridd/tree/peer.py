@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_DRAIN = 10_000
 HELLO_ANSWER_GAP = 1.0  # seconds: answer hellos with our heads at most this often
+HELLO_RETRY_WINDOW = 30.0  # seconds after open() in which a hello waits for a listener
+HELLO_RETRY_GAP = 0.5
 MAX_PEERS_SEEN = 10_000
 MAX_SCORES = 4_096
 MAX_PUBLISHED_KEPT = 1_000
@@ -132,6 +134,8 @@ class TreePeer:
         self._state = PeerState(genesis_id)
         self._scores: dict[str, float] = {}
         self._last_announce = -float("inf")
+        self._hello_until = 0.0
+        self._next_hello_check = 0.0
         self._nonce = random.SystemRandom().randrange(2**62)  # tells our hello from others'
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -176,8 +180,23 @@ class TreePeer:
         self._selector = self._make_selector()
         self._inbox = self.broker.subscribe(self.topic)
         self._inbox.wait_ready(timeout=min(10.0, s.timeout))
-        self._publish(messages.hello_message(len(self._tangle), self._nonce))
+        self._hello_until = time.monotonic() + HELLO_RETRY_WINDOW
+        self._say_hello()
         self._update_gauges()
+
+    def _say_hello(self) -> None:
+        """Ask for heads. Pubsub drops a message nobody is subscribed to yet (a new Kubo
+        subscription takes a moment to propagate), so until someone is there it is retried
+        from process_messages for HELLO_RETRY_WINDOW seconds."""
+        self._next_hello_check = time.monotonic() + HELLO_RETRY_GAP
+        try:
+            nobody = not self.broker.topic_peers(self.topic)
+        except Exception:
+            nobody = True
+        if nobody:
+            return
+        self._hello_until = 0.0  # done
+        self._publish(messages.hello_message(len(self.tangle), self._nonce))
 
     def close(self) -> None:
         if self._inbox is not None:
@@ -270,6 +289,9 @@ class TreePeer:
             except Exception:  # a bug must not kill the listener; log it loudly
                 log.exception("unexpected error handling a message from %s", msg.sender[:60])
         self.counters.messages += handled
+        now = time.monotonic()
+        if now < self._hello_until and now >= self._next_hello_check:
+            self._say_hello()
         self._count_received(self.builder.fetch_missing())
         self._update_gauges()
         return handled
