@@ -182,14 +182,17 @@ class TangleBuilder:
         """Records or weights still to fetch."""
         return len(self._wanted) + len(self._stalled)
 
-    def fetch_missing(self, budget: int = 100_000) -> list[Transaction]:
+    def fetch_missing(self, budget: int = 100_000, seconds: float | None = None
+                      ) -> list[Transaction]:
         """Fetch wanted records (and retry stalled weights) that are due; returns inserts.
 
-        Loops until nothing due is left (history fetched one generation at a time) or
-        `budget` fetches were made.
+        Loops until nothing due is left (history fetched one generation at a time), or
+        `budget` fetches were made, or `seconds` passed: unavailable content costs a timeout
+        per attempt, and the caller has messages to read too. The rest waits for next time.
         """
         inserted: list[Transaction] = []
-        while budget > 0:
+        deadline = None if seconds is None else self.clock() + seconds
+        while budget > 0 and (deadline is None or self.clock() < deadline):
             self.want(self.tangle.missing_parents())
             now = self.clock()
             due = [i for i, r in self._wanted.items() if r.next_try <= now]
@@ -200,7 +203,7 @@ class TangleBuilder:
                 budget -= 1
                 inserted.extend(self._with_weights(tx))
             for tx_id in due:
-                if budget <= 0:
+                if budget <= 0 or (deadline is not None and self.clock() >= deadline):
                     break
                 budget -= 1
                 inserted.extend(self._fetch_record(tx_id))

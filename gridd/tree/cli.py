@@ -238,7 +238,8 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
                         store=IpfsStore(client), dataset=dataset, settings=settings,
                         state_dir=directory, metrics=metrics, seed=seed)
         peer.open()
-    except (DataError, GenesisError, StateError) as e:
+    except (DataError, GenesisError, StateError, ValueError) as e:
+        # bad data, a genesis that is not one, a keras tangle on a no_tf peer, ...
         raise click.ClickException(str(e)) from None
     except IPFSError as e:
         raise click.ClickException(str(e)) from None

@@ -55,8 +55,10 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_DRAIN = 10_000
 HELLO_ANSWER_GAP = 1.0  # seconds: answer hellos with our heads at most this often
+HELLO_ANSWERS = 3  # expected number of peers answering one hello
 HELLO_RETRY_WINDOW = 30.0  # seconds after open() in which a hello waits for a listener
-HELLO_RETRY_GAP = 0.5
+HELLO_RETRY_GAP = 0.5  # while nobody is subscribed
+HELLO_REPEAT_GAP = 2.0  # while nobody has answered
 MAX_PEERS_SEEN = 10_000
 MAX_SCORES = 4_096
 MAX_PUBLISHED_KEPT = 1_000
@@ -186,16 +188,17 @@ class TreePeer:
 
     def _say_hello(self) -> None:
         """Ask for heads. Pubsub drops a message nobody is subscribed to yet (a new Kubo
-        subscription takes a moment to propagate), so until someone is there it is retried
-        from process_messages for HELLO_RETRY_WINDOW seconds."""
-        self._next_hello_check = time.monotonic() + HELLO_RETRY_GAP
+        subscription takes a moment to propagate), and only a few peers answer a hello, so
+        until the first heads arrive it is repeated from process_messages (for at most
+        HELLO_RETRY_WINDOW seconds after open)."""
         try:
             nobody = not self.broker.topic_peers(self.topic)
         except Exception:
             nobody = True
         if nobody:
+            self._next_hello_check = time.monotonic() + HELLO_RETRY_GAP
             return
-        self._hello_until = 0.0  # done
+        self._next_hello_check = time.monotonic() + HELLO_REPEAT_GAP
         self._publish(messages.hello_message(len(self.tangle), self._nonce))
 
     def close(self) -> None:
@@ -292,7 +295,7 @@ class TreePeer:
         now = time.monotonic()
         if now < self._hello_until and now >= self._next_hello_check:
             self._say_hello()
-        self._count_received(self.builder.fetch_missing())
+        self._count_received(self.builder.fetch_missing(seconds=self.settings.timeout))
         self._update_gauges()
         return handled
 
@@ -310,14 +313,29 @@ class TreePeer:
             inserted = self.builder.offer_record(body["record"], sender=sender)
             self._count_received(inserted)
         elif kind == messages.HEADS:
+            if sender != self.peer_id:
+                self._hello_until = 0.0  # someone answered (or announced): no more hellos
             self.builder.want(body["heads"])
-        elif (
-            kind == messages.HELLO
-            and body.get("nonce") != self._nonce
-            and time.monotonic() - self._last_announce >= HELLO_ANSWER_GAP
-        ):
-            self.counters.hello_answered += 1
-            self.announce()
+        elif kind == messages.HELLO and body.get("nonce") != self._nonce:
+            self._answer_hello(body.get("size", 0))
+
+    def _answer_hello(self, their_size: int) -> None:
+        """Send our heads to a joining peer, if we know more than it does.
+
+        With a hundred peers on a topic, everyone answering every hello would be ten
+        thousand messages at a lab's start; so only peers ahead of the newcomer answer, and
+        each with a probability that gives about HELLO_ANSWERS answers in all. Periodic
+        re-announcements cover the unlucky case.
+        """
+        if len(self.tangle) <= their_size:
+            return
+        if time.monotonic() - self._last_announce < HELLO_ANSWER_GAP:
+            return
+        others = max(1, len(self.counters.peers_seen))
+        if self.rng.random() >= HELLO_ANSWERS / others:
+            return
+        self.counters.hello_answered += 1
+        self.announce()
 
     def _count_received(self, inserted: Sequence[Transaction]) -> None:
         for tx in inserted:

@@ -282,3 +282,22 @@ def test_run_loop_honours_interval_and_quota(peers_factory: Factory) -> None:
     assert sample(idle, "gridd_trainings_total") == 0
     sync([busy, idle])
     assert tx_ids(idle) == tx_ids(busy) and len(tx_ids(idle)) > 1
+
+
+def test_hellos_do_not_flood_a_large_topic(memnet: MemoryNetwork, peers_factory: Factory
+                                           ) -> None:
+    crowd = [peers_factory(i, dataset=None) for i in range(30)]
+    sync(crowd, rounds=2)
+    assert sum(p.counters.hello_answered for p in crowd) == 0  # nobody knows more than genesis
+    trainer = peers_factory(30)
+    assert trainer.train_step().published
+    sync([*crowd, trainer], rounds=2)
+    before = sum(p.counters.hello_answered for p in crowd)
+    late = peers_factory(31, dataset=None)
+    deadline = time.monotonic() + 10  # an unanswered hello is repeated after 2 s
+    while tx_ids(late) != tx_ids(trainer) and time.monotonic() < deadline:
+        sync([*crowd, trainer, late], rounds=1)
+        time.sleep(0.05)
+    assert tx_ids(late) == tx_ids(trainer)
+    answers = sum(p.counters.hello_answered for p in [*crowd, trainer]) - before
+    assert 1 <= answers <= 15, answers  # a few per hello, not 31
