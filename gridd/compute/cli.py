@@ -117,3 +117,31 @@ def run_worker(settings: ComputeSettings) -> None:
     finally:
         worker.stop()
         kubo.close()
+
+
+def register(group: click.Group) -> None:
+    """`gridd compute ...`: look at the compute grid from a terminal."""
+
+    @group.group()
+    def compute() -> None:
+        """Compute mode: workers that train Keras models for clients."""
+
+    @compute.command()
+    @click.option("--api", envvar=API_ENV, default=None, help=f"Kubo RPC address (env {API_ENV}).")
+    @click.option("--topic", envvar="GRIDD_COMPUTE_TOPIC", default=None, help="Compute topic.")
+    @click.option("--wait", type=float, default=5.0, show_default=True,
+                  help="Seconds to listen for worker ads.")
+    def workers(api: str | None, topic: str | None, wait: float) -> None:
+        """List the live compute workers this node can reach."""
+        from gridd.client import Client
+        from gridd.ipfs import IPFSError
+
+        try:
+            client = Client(api, topic=topic)
+        except IPFSError as e:
+            click.echo(str(e), err=True)
+            sys.exit(1)
+        with client:
+            table = client.workers(wait=wait)
+        click.echo(repr(table) if table else "no live compute workers (start one with "
+                   "`start_worker --compute`, and connect to your group with gridd peers connect)")

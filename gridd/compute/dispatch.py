@@ -75,6 +75,7 @@ class RemoteJob:
     logs: list[dict[str, float]] = field(default_factory=list)
     epochs: int = 0
     result_cid: str | None = None
+    history_cid: str | None = None  # set instead of an inline history for long runs
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float | None = None
     error: JobFailed | None = None
@@ -324,8 +325,9 @@ class Dispatcher:
                 self._notify(job)
             elif kind == p.DONE:
                 job.result_cid = body["model"]
+                job.history_cid = body.get("history_cid")
                 job.history = {str(k): [float(x) for x in v if isinstance(x, (int, float))]
-                               for k, v in body["history"].items()}
+                               for k, v in (body.get("history") or {}).items()}
                 job.seconds = float(body["seconds"])
                 self._finish(job, "done", None)
             elif kind == p.REFUSED:

@@ -105,13 +105,19 @@ register(PROGRESS, {
     "logs": Field(list, max_len=1000, items=dict),
     "epochs": Field(int, check=lambda v: v >= 1, why="epochs must be >= 1"),
 })
+HISTORY = Field(dict, max_len=64, check=lambda h: all(isinstance(v, list) for v in h.values()),
+                why="history values must be lists")
 register(DONE, {
     "job": JOB, "attempt": ATTEMPT,
     "model": Field(str, check=_cid, why="model must be a CID"),
-    "history": Field(dict, max_len=64, check=lambda h: all(
-        isinstance(v, list) for v in h.values()), why="history values must be lists"),
+    # Inline when it fits the message cap, else the CID of a HISTORY blob (long runs).
+    "history": Field(dict, required=False, max_len=64, check=HISTORY.check, why=HISTORY.why),
+    "history_cid": Field(str, required=False, check=_cid, why="history_cid must be a CID"),
     "seconds": NONNEG,
 })
+HISTORY_BLOB = "compute.history"
+MAX_HISTORY_BYTES = 64 * 1024 * 1024
+register(HISTORY_BLOB, {"history": HISTORY})
 register(FAILED, {
     "job": JOB, "attempt": ATTEMPT,
     "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
@@ -128,6 +134,17 @@ COMPUTE_TYPES = (AD, OFFER, CLAIM, ASSIGN, BEAT, PROGRESS, DONE, FAILED, REFUSED
 def pack(msg_type: str, **body: Any) -> bytes:
     """Encode one compute message (validated against its schema before it leaves)."""
     return encode(msg_type, body, max_size=MAX_COMPUTE_MESSAGE)
+
+
+def pack_history(history: dict[str, list[float]]) -> bytes:
+    return encode(HISTORY_BLOB, {"history": history}, max_size=MAX_HISTORY_BYTES)
+
+
+def unpack_history(data: bytes) -> dict[str, list[float]]:
+    """A history blob from IPFS: {metric: [floats]}; WireError if it is anything else."""
+    body = decode(data, max_size=MAX_HISTORY_BYTES, expect=[HISTORY_BLOB]).body
+    return {str(k): [float(x) for x in v if isinstance(x, (int, float))]
+            for k, v in body["history"].items()}
 
 
 def unpack(data: bytes) -> tuple[str, dict[str, Any]]:

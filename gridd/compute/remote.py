@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gridd.compute.dispatch import Dispatcher, RemoteJob
-from gridd.compute.protocol import fit_to_wire
+from gridd.compute.protocol import MAX_HISTORY_BYTES, fit_to_wire, unpack_history
 from gridd.transport import Store
 
 if TYPE_CHECKING:
@@ -121,7 +121,11 @@ class Job:
     @property
     def history(self) -> dict[str, list[float]]:
         """Metrics so far (the full history once done)."""
-        return self.remote.history or history_from_logs(self.remote.logs)
+        r = self.remote
+        if r.history_cid and not r.history:
+            r.history = unpack_history(self.store.get(r.history_cid,
+                                                      max_size=MAX_HISTORY_BYTES))
+        return r.history or history_from_logs(r.logs)
 
     def cancel(self) -> None:
         self.remote.cancel()
@@ -136,7 +140,7 @@ class Job:
 
             cid = self.remote.result_cid_or_raise(timeout)
             model = load_keras_file(self.store.get(cid), compile=True)
-            hist = RemoteHistory(dict(self.remote.history), dict(self.params), self.id,
+            hist = RemoteHistory(dict(self.history), dict(self.params), self.id,
                                  self.remote.worker, self.remote.seconds, model)
             self._result = (model, hist)
         return self._result

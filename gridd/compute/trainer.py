@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,11 @@ import numpy as np
 from gridd.compute.jobs import JobContext, JobError, TrainResult
 from gridd.compute.protocol import check_fit_args, clean_logs
 
+# A compiled but never-trained model saves an unbuilt optimizer; Keras warns on every load.
+warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+
 PROGRESS_EVERY = 0.25  # seconds between progress messages (epochs are batched in between)
+PROGRESS_MAX_EPOCHS = 100  # epochs per progress message, so it stays under the message cap
 
 
 def load_npy(data: bytes, what: str) -> np.ndarray:
@@ -36,6 +41,10 @@ def _callback(ctx: JobContext, epochs: int) -> Any:
     class Reporter(keras.callbacks.Callback):
         """Streams per-epoch logs (batched) and stops at a batch boundary when asked."""
 
+        # Only reads a flag per batch: safe to run off the training thread, which keeps
+        # Keras' asynchronous batch dispatch (a batch hook otherwise syncs every step).
+        async_safe = True
+
         def __init__(self) -> None:
             super().__init__()
             self.buffer: list[dict[str, float]] = []
@@ -50,7 +59,8 @@ def _callback(ctx: JobContext, epochs: int) -> Any:
             if not self.buffer:
                 self.first = epoch
             self.buffer.append(clean_logs(logs))
-            if time.monotonic() - self.last_sent >= PROGRESS_EVERY or epoch + 1 == epochs:
+            if (time.monotonic() - self.last_sent >= PROGRESS_EVERY or epoch + 1 == epochs
+                    or len(self.buffer) >= PROGRESS_MAX_EPOCHS):
                 self.flush()
             if ctx.should_stop():
                 self.model.stop_training = True

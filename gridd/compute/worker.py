@@ -25,12 +25,15 @@ from gridd.wire import WireError
 log = logging.getLogger(__name__)
 
 OFFER_TTL = 60.0  # forget an offer nobody re-sent for this long
+MAX_PENDING = 1_000  # offers waiting for a free slot; more is a flood
+MAX_REMEMBERED = 10_000  # refused (job, attempt) pairs kept to count each refusal once
 
 
 @dataclass
 class _Offer:
     spec: JobSpec
-    seen: float
+    seen: float  # first seen: claim order
+    refreshed: float  # last (re-)offered: expiry
 
 
 @dataclass
@@ -135,7 +138,7 @@ class ComputeWorker:
                 if claim.until < now:
                     del self._claims[job]
             for job, offer in list(self._offers.items()):
-                if offer.seen + OFFER_TTL < now:
+                if offer.refreshed + OFFER_TTL < now:
                     del self._offers[job]
             beats = [(c.spec, c.state) for c in self._running.values()]
         self._advertise()
@@ -189,15 +192,31 @@ class ComputeWorker:
         if problem is not None:
             reason, detail = problem
             with self._lock:
+                if len(self._refused) > MAX_REMEMBERED:
+                    self._refused.clear()  # only dedupes log lines; forgetting is harmless
                 self._refused.add((spec.job, spec.attempt))
             self.refuse(reason, f"job {spec.job}: {detail}", sender)
             self._publish(p.pack(p.REFUSED, job=spec.job, attempt=spec.attempt, reason=reason,
                                  error=detail[:2000]))
             return
         with self._lock:
+            stale = self._claims.get(spec.job)
+            if stale is not None and stale.spec.attempt < spec.attempt:
+                del self._claims[spec.job]  # our claim lost that attempt; claim the new one
             if spec.job in self._running or spec.job in self._claims:
                 return
-            self._offers[spec.job] = _Offer(spec, time.monotonic())
+            old = self._offers.get(spec.job)
+            if old is None and len(self._offers) >= MAX_PENDING:
+                full = True
+            else:
+                full = False
+                # A re-offer refreshes the offer but keeps its place in the queue.
+                first_seen = old.seen if old is not None else time.monotonic()
+                self._offers[spec.job] = _Offer(spec, first_seen, time.monotonic())
+        if full:
+            self.refuse("queue_full", f"job {spec.job}: {MAX_PENDING} offers already pending",
+                        sender)
+            return
         self._claim_more()
 
     def _check_offer(self, spec: JobSpec) -> tuple[str, str] | None:
@@ -308,8 +327,15 @@ class ComputeWorker:
             ctx.check_stop()
             cid = self.store.put(result.model)
             self.metrics.training_seconds.observe(time.monotonic() - t0)
-            self._send(p.DONE, spec, model=cid, history=result.history,
-                       seconds=round(time.monotonic() - t0, 3))
+            seconds = round(time.monotonic() - t0, 3)
+            try:
+                done = p.pack(p.DONE, job=spec.job, attempt=spec.attempt, model=cid,
+                              history=result.history, seconds=seconds)
+            except WireError:  # a long run's history: too big for a message, so by CID
+                hcid = self.store.put(p.pack_history(result.history))
+                done = p.pack(p.DONE, job=spec.job, attempt=spec.attempt, model=cid,
+                              history_cid=hcid, seconds=seconds)
+            self._publish(done)
             self.metrics.jobs_completed.inc()
             log.info("job %s: done in %.1fs -> %s", spec.job, time.monotonic() - t0, cid)
         except JobError as e:

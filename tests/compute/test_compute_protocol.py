@@ -205,3 +205,75 @@ def test_fit_args_whitelist() -> None:
         p.check_fit_args({"epochs": 11}, 10)
     with pytest.raises(ValueError, match="validation_split"):
         p.check_fit_args({"validation_split": 1.5}, 10)
+
+
+class ScaledTrainer(FakeTrainer):
+    """Loss = (model bytes as a number) / (epoch + 1): trials differ by their 'model'."""
+
+    def run(self, ctx: JobContext) -> TrainResult:
+        base = float(ctx.fetch(ctx.spec.model, "model").decode())
+        epochs = int(ctx.spec.fit.get("epochs", 1))
+        losses = []
+        for e in range(epochs):
+            time.sleep(self.pause)
+            ctx.check_stop()
+            losses.append(base / (e + 1))
+            ctx.report(p.PROGRESS, {"first": e, "logs": [{"loss": losses[-1]}],
+                                    "epochs": epochs})
+        return TrainResult(b"%g" % base, {"loss": losses})
+
+
+def test_sweep_with_successive_halving_stops_poor_trials(net: MemoryNetwork) -> None:
+    from gridd.compute.remote import Job
+    from gridd.compute.sweep import run_sweep
+
+    class BytesJob(Job):
+        def result(self, timeout=None):  # the real one loads a .keras file
+            return self.store.get(self.remote.result_cid_or_raise(timeout)), None
+
+    ws = [start_worker(net, f"w{i}", ScaledTrainer(pause=0.05)) for i in range(2)]
+    d = Dispatcher(net.broker("client"), lease=2.0, reoffer_every=0.2).start()
+    store = net.store()
+    x, y = store.put(b"x" * 8), store.put(b"y" * 8)
+
+    def submit(model: bytes, config: dict) -> Job:
+        remote = d.submit(store.put(model), {"x": x, "y": y}, {"epochs": 9}, 100)
+        return BytesJob(remote, store, {"epochs": 9})
+
+    try:
+        result = run_sweep(submit, lambda base: b"%g" % base,
+                           [{"base": b} for b in (5, 1, 9, 2, 8, 3)], metric="loss",
+                           mode="min", max_concurrent=2, epochs=9, early_stopping=True,
+                           min_epochs=1, eta=3, progress=False, poll=0.02)
+    finally:
+        d.close()
+        for w in ws:
+            w.stop()
+    rows = result.table
+    assert rows[0]["base"] == 1 and rows[0]["status"] == "done"
+    assert result.best_model == b"1" and result.best_config == {"base": 1}
+    statuses = {r["base"]: r["status"] for r in rows}
+    assert "stopped" in statuses.values()
+    assert statuses[1] == "done"
+
+
+def test_a_long_history_travels_by_cid(net: MemoryNetwork) -> None:
+    from gridd.compute.remote import Job
+
+    class LongTrainer(FakeTrainer):
+        def run(self, ctx: JobContext) -> TrainResult:
+            ctx.fetch(ctx.spec.model, "model")
+            hist = {f"metric_{i}": [0.5] * 1000 for i in range(10)}  # ~90 kB: over the cap
+            return TrainResult(b"m", hist)
+
+    w = start_worker(net, "w1", LongTrainer())
+    d = Dispatcher(net.broker("client"), lease=2.0).start()
+    try:
+        remote = submit(net, d)
+        remote.result_cid_or_raise(timeout=5)
+        assert remote.history_cid is not None
+        job = Job(remote, net.store(), {})
+        assert len(job.history) == 10 and job.history["metric_3"] == [0.5] * 1000
+    finally:
+        d.close()
+        w.stop()
