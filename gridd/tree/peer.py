@@ -483,7 +483,7 @@ class TreePeer:
                         self.train_step()
                     except Exception:
                         log.exception("training step failed; continuing")
-                continue
+            # messages are read between trainings even with TRAINING_INTERVAL 0
             wait = min(next_train, next_announce) - time.monotonic()
             try:
                 self.process_messages(timeout=max(0.0, min(wait, 0.5)))

@@ -267,7 +267,7 @@ def test_never_publishes_a_model_worse_than_the_reference(peers_factory: Factory
 
 
 def test_run_loop_honours_interval_and_quota(peers_factory: Factory) -> None:
-    busy = peers_factory(0, settings=fast_settings(training_interval=0.05))
+    busy = peers_factory(0, settings=fast_settings(training_interval=0.0))
     idle = peers_factory(1, settings=fast_settings(training_interval=0.05, active_quota=0.0))
     stop = threading.Event()
     threads = [threading.Thread(target=p.run, args=(stop,)) for p in (busy, idle)]
@@ -280,6 +280,7 @@ def test_run_loop_honours_interval_and_quota(peers_factory: Factory) -> None:
     assert not any(t.is_alive() for t in threads)
     assert sample(busy, "gridd_trainings_total") >= 3
     assert sample(idle, "gridd_trainings_total") == 0
+    assert busy.counters.messages > 0  # it kept reading while training back to back
     sync([busy, idle])
     assert tx_ids(idle) == tx_ids(busy) and len(tx_ids(idle)) > 1
 
