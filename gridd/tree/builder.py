@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MAX_REJECTED = 100_000
 MAX_WEIGHT_ATTEMPTS = 6
+MAX_RUMOUR_ATTEMPTS = 4
+MAX_RUMOURS = 4_096
 BACKOFF_START = 0.5
 BACKOFF_MAX = 60.0
 
@@ -72,6 +74,8 @@ class TangleBuilder:
         self.clock = clock
         self.rejected: OrderedDict[str, str] = OrderedDict()
         self._wanted: dict[str, _Retry] = {}  # ids whose records we still need
+        self._rumours: set[str] = set()  # wanted only because someone's heads named them
+        self._given_up: OrderedDict[str, None] = OrderedDict()
         self._stalled: dict[str, tuple[Transaction, _Retry]] = {}  # weights not fetched yet
         self._logged: set[tuple[str, str]] = set()
         self.inserted_from_network = 0
@@ -94,6 +98,7 @@ class TangleBuilder:
             while len(self.rejected) > MAX_REJECTED:
                 self.rejected.popitem(last=False)
             self._wanted.pop(tx_id, None)
+            self._rumours.discard(tx_id)
             self._stalled.pop(tx_id, None)
 
     def knows(self, tx_id: str) -> bool:
@@ -150,6 +155,7 @@ class TangleBuilder:
             return []
         self._stalled.pop(tx.id, None)
         self._wanted.pop(tx.id, None)
+        self._rumours.discard(tx.id)
         try:
             self.bank.pin(tx.weights_cid)
             put_record(self.store, tx)  # so we serve this record to peers catching up
@@ -171,11 +177,22 @@ class TangleBuilder:
 
     # -- fetching what is missing ----------------------------------------------------------
 
-    def want(self, ids: Iterable[str]) -> None:
-        """Remember ids whose records should be fetched (heads from others, missing parents)."""
+    def want(self, ids: Iterable[str], *, rumour: bool = False) -> None:
+        """Remember ids whose records should be fetched.
+
+        Missing parents of transactions we hold are fetched until they arrive. Heads named
+        by other peers (`rumour=True`) are cheaper to invent: one that stays unavailable
+        for MAX_RUMOUR_ATTEMPTS fetches is given up and ignored when named again, so made-up
+        ids cannot keep a peer busy with timeouts.
+        """
         for tx_id in ids:
-            if not self.knows(tx_id) and tx_id not in self._wanted:
-                self._wanted[tx_id] = _Retry()
+            if self.knows(tx_id) or tx_id in self._wanted:
+                continue
+            if rumour:
+                if tx_id in self._given_up or len(self._rumours) >= MAX_RUMOURS:
+                    continue
+                self._rumours.add(tx_id)
+            self._wanted[tx_id] = _Retry()
 
     @property
     def outstanding(self) -> int:
@@ -213,6 +230,7 @@ class TangleBuilder:
         retry = self._wanted.get(tx_id)
         if retry is None or self.knows(tx_id):
             self._wanted.pop(tx_id, None)
+            self._rumours.discard(tx_id)
             return []
         try:
             data = self.store.get(record_cid(tx_id), max_size=MAX_RECORD_BYTES,
@@ -221,14 +239,25 @@ class TangleBuilder:
             if self.metrics:
                 self.metrics.fetch_errors.inc()
             retry.failed(self.clock())
+            if tx_id in self._rumours and retry.attempts >= MAX_RUMOUR_ATTEMPTS:
+                self._forget_rumour(tx_id)
             log.debug("record of %s not available (%s), attempt %d", tx_id[:12], e, retry.attempts)
             return []
         if self.metrics:
             self.metrics.bytes_fetched.inc(len(data))
         self._wanted.pop(tx_id, None)
+        self._rumours.discard(tx_id)
         try:
             tx = decode_record(data, expect_id=tx_id)
         except InvalidTransaction as e:  # the preimage of tx_id is not a transaction
             self.reject("bad_record", f"record of {tx_id[:12]}: {e}", tx_id)
             return []
         return self.offer(tx)
+
+    def _forget_rumour(self, tx_id: str) -> None:
+        self._wanted.pop(tx_id, None)
+        self._rumours.discard(tx_id)
+        self._given_up[tx_id] = None
+        while len(self._given_up) > MAX_REJECTED:
+            self._given_up.popitem(last=False)
+        log.info("gave up fetching %s (named in heads, unavailable)", tx_id[:12])

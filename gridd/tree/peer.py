@@ -315,7 +315,7 @@ class TreePeer:
         elif kind == messages.HEADS:
             if sender != self.peer_id:
                 self._hello_until = 0.0  # someone answered (or announced): no more hellos
-            self.builder.want(body["heads"])
+            self.builder.want(body["heads"], rumour=True)
         elif kind == messages.HELLO and body.get("nonce") != self._nonce:
             self._answer_hello(body.get("size", 0))
 

@@ -302,3 +302,24 @@ def test_hellos_do_not_flood_a_large_topic(memnet: MemoryNetwork, peers_factory:
     assert tx_ids(late) == tx_ids(trainer)
     answers = sum(p.counters.hello_answered for p in [*crowd, trainer]) - before
     assert 1 <= answers <= 15, answers  # a few per hello, not 31
+
+
+def test_made_up_heads_are_given_up_but_missing_parents_are_not(
+        memnet: MemoryNetwork, peers_factory: Factory) -> None:
+    peer = peers_factory(0)
+    g = peer.genesis
+    assert g is not None
+    now = [0.0]
+    peer.builder.clock = lambda: now[0]
+    invented = "e" * 64
+    orphan = forge(memnet, "mallory", ["f" * 64], encode_weights(good_weights(peer)))
+    memnet.broker("mallory").publish(peer.topic, messages.heads_message([invented], 9))
+    for _ in range(8):
+        peer.process_messages()
+        now[0] += 120.0  # past any backoff
+    assert peer.tangle.is_pending(orphan.id)
+    assert peer.builder.outstanding == 1  # still fetching the orphan's parent, not the rumour
+    errors = sample(peer, "gridd_ipfs_fetch_errors_total")
+    memnet.broker("mallory").publish(peer.topic, messages.heads_message([invented], 9))
+    peer.process_messages()  # one due fetch: the parent's, not the given-up rumour's
+    assert sample(peer, "gridd_ipfs_fetch_errors_total") == errors + 1
