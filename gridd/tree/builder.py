@@ -13,7 +13,8 @@ Failures are kept apart by cause:
   its reason, logged once, remembered so it is never fetched again;
 * a message that lies about its sender is dropped (counted) but its id is *not*
   remembered, so nobody can block an honest transaction by replaying it first;
-* content that is unavailable right now (timeout, no provider) is retried with backoff.
+* content that is unavailable right now (timeout, no provider) is retried with backoff,
+  then dropped (counted as "unavailable") until something names it again.
 """
 
 from __future__ import annotations
@@ -147,8 +148,11 @@ class TangleBuilder:
             _, retry = self._stalled.get(tx.id, (tx, _Retry()))
             retry.failed(self.clock())
             if retry.attempts >= MAX_WEIGHT_ATTEMPTS:
+                # not remembered: the content may come back (a provider restarts), and a
+                # child naming this parent will start the fetch again
+                self._stalled.pop(tx.id, None)
                 self.reject("unavailable", f"weights of {tx.id[:12]} unavailable after "
-                            f"{retry.attempts} attempts: {e}", tx.id)
+                            f"{retry.attempts} attempts: {e}", tx.id, remember=False)
             else:
                 self._stalled[tx.id] = (tx, retry)
                 log.debug("weights of %s not available yet (%s); will retry", tx.id[:12], e)

@@ -14,7 +14,7 @@ from tree_helpers import DIGITS, fast_settings, make_peer, rejected, sample, syn
 
 from gridd.data import DataError, Dataset
 from gridd.models import build_model
-from gridd.transport import MemoryNetwork
+from gridd.transport import MemoryNetwork, raw_cid
 from gridd.tree import messages
 from gridd.tree.genesis import GenesisError, create_genesis, load_genesis, put_record
 from gridd.tree.peer import TreePeer
@@ -323,3 +323,29 @@ def test_made_up_heads_are_given_up_but_missing_parents_are_not(
     memnet.broker("mallory").publish(peer.topic, messages.heads_message([invented], 9))
     peer.process_messages()  # one due fetch: the parent's, not the given-up rumour's
     assert sample(peer, "gridd_ipfs_fetch_errors_total") == errors + 1
+
+
+def test_weights_that_arrive_late_are_retried_then_accepted(memnet: MemoryNetwork,
+                                                            peers_factory: Factory) -> None:
+    peer = peers_factory(0)
+    g = peer.genesis
+    assert g is not None
+    now = [0.0]
+    peer.builder.clock = lambda: now[0]
+    blob = encode_weights(good_weights(peer, 0.7))
+    tx = Transaction.create([g.id], raw_cid(blob), "mallory", 1.0)  # weights not stored yet
+    memnet.broker("mallory").publish(peer.topic, messages.tx_message(tx))
+    peer.process_messages()
+    assert tx.id not in peer.tangle and peer.builder.outstanding == 1
+    memnet.store().put(blob)  # the provider comes back
+    now[0] += 120.0
+    peer.process_messages()
+    assert tx.id in peer.tangle and peer.builder.outstanding == 0
+    # one that never arrives is counted as unavailable after a few tries, not remembered
+    lost = Transaction.create([g.id], raw_cid(b"never stored"), "mallory", 2.0)
+    memnet.broker("mallory").publish(peer.topic, messages.tx_message(lost))
+    for _ in range(8):
+        peer.process_messages()
+        now[0] += 120.0
+    assert rejected(peer, "unavailable") == 1 and lost.id not in peer.builder.rejected
+    assert peer.builder.outstanding == 0
