@@ -310,6 +310,8 @@ class TreePeer:
         if kind == messages.TX:
             # Our own echo is a known id and costs one decode; no shortcut by sender, since
             # a notebook observer may share its Kubo daemon (and peer id) with a worker.
+            if sender != self.peer_id:
+                self._hello_until = 0.0  # live peers: their heads will come anyway
             inserted = self.builder.offer_record(body["record"], sender=sender)
             self._count_received(inserted)
         elif kind == messages.HEADS:
