@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -146,11 +147,16 @@ def test_sigkill_and_restart_loses_nothing(kubo3: LocalCluster, tmp_path: Path,
             other.process_messages(timeout=0.2)  # answers its hello with our heads
             metrics = _scrape(port) or metrics
         assert again.wait(10) == 0, again.stderr.read()
+        log = again.stderr.read()
     finally:
         other.close()
     after_log = {tx.id for tx in TangleLog(state / LOG_FILE).load()} | {genesis_id}
     after = json.loads((state / STATE_FILE).read_text())
     assert seen <= after_log  # nothing it had seen is lost
+    resumed = re.search(r"joined tangle \w+ \((\d+) transactions", log)
+    assert resumed and int(resumed.group(1)) >= len(seen), log[-2000:]  # from its own log
+    size = [line for line in metrics.splitlines() if line.startswith("gridd_tangle_transactions")]
+    assert size and float(size[0].split()[-1]) >= len(seen | made_while_dead)
     assert made_while_dead <= after_log  # and it caught up with what it missed
     assert after["peer_id"] == before["peer_id"]  # same identity
     assert after["client_epochs"] > before["client_epochs"]
