@@ -169,8 +169,10 @@ def peers_connect(api: str, multiaddr: str) -> None:
 def _register_mode_commands() -> None:
     """Mode commands live next to their mode; imported lazily so `gridd --help` stays fast."""
     from gridd import cli_modes
+    from gridd.lab import cli as lab_cli
 
     cli_modes.register(main)
+    lab_cli.register(main)
 
 
 def start_worker_main() -> Any:

@@ -164,12 +164,20 @@ def load_npz(
         x_val = _check_x("x_val", arrays["x_val"], tuple(x.shape[1:]))
         y_val = _check_y("y_val", arrays["y_val"], len(x_val), "x_val", classes)
         return Dataset(x, y, x_val, y_val)
+    try:
+        return holdout(x, y, val_fraction, seed)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def holdout(
+    x: np.ndarray, y: np.ndarray, val_fraction: float = VAL_FRACTION, seed: int = 0
+) -> Dataset:
+    """Split off a seeded random `val_fraction` of the rows (at least one) for validation."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
     if len(x) < 2:
-        raise DataError(
-            f"{path}: need at least 2 samples to hold out a validation split, got {len(x)}"
-        )
+        raise DataError(f"need at least 2 samples to hold out a validation split, got {len(x)}")
     n_val = min(len(x) - 1, max(1, round(len(x) * val_fraction)))
     order = np.random.default_rng(seed).permutation(len(x))
     val, train = np.sort(order[:n_val]), np.sort(order[n_val:])

@@ -1,0 +1,55 @@
+"""What the Kubo lab needs to watch its processes: free ports, metrics scrapes, memory."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+
+import httpx
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_HTTP = httpx.Client(timeout=2.0)  # one client: building one per call costs ~60 ms (TLS setup)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Samples of a Prometheus /metrics page as {name{labels}: value}; {} if unreachable."""
+    try:
+        text = _HTTP.get(url).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return out
+
+
+def rss_bytes(pids: Iterable[int]) -> int:
+    """Resident memory of the given processes and all their children, summed."""
+    seen: set[int] = set()
+    total = 0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            family = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for p in family:
+            if p.pid in seen:
+                continue
+            seen.add(p.pid)
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+    return total

@@ -1,0 +1,84 @@
+"""The in-memory lab: data split, the overlap clock, attackers, and that peers really learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gridd.lab.memory_lab import OverlapBroker, OverlapClock, run_memory_lab
+from gridd.lab.options import LabOptions
+from gridd.lab.partition import lab_data, pick_malicious
+from gridd.transport import MemoryNetwork
+
+
+def test_partition_covers_training_data_and_keeps_test_apart() -> None:
+    data = lab_data("digits", 10, 0.5, seed=0)
+    rows = sum(len(d.x) + len(d.x_val) for d in data.peers)
+    assert rows == 1437 and len(data.x_test) == 360
+    test_rows = {r.tobytes() for r in data.x_test}
+    assert not any(r.tobytes() in test_rows for d in data.peers for r in d.x[:20])
+    assert data.malicious == frozenset() and data.attack is None
+
+
+def test_label_flippers_train_on_flipped_labels() -> None:
+    clean = lab_data("digits", 10, 0.5, seed=0)
+    poisoned = lab_data("digits", 10, 0.5, seed=0, malicious=0.2, attack="labelflip")
+    assert len(poisoned.malicious) == 2
+    for i in range(10):
+        flipped = 9 - clean.peers[i].y
+        expected = flipped if i in poisoned.malicious else clean.peers[i].y
+        assert np.array_equal(poisoned.peers[i].y, expected)
+
+
+def test_bad_lab_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="--dataset"):
+        lab_data("mnist", 10, 0.5, 0)
+    with pytest.raises(ValueError, match="--attack"):
+        lab_data("digits", 10, 0.5, 0, malicious=0.2)
+    with pytest.raises(ValueError, match="--malicious"):
+        pick_malicious(10, 1.5, 0)
+    with pytest.raises(ValueError, match="--transport"):
+        LabOptions(transport="carrier-pigeon").validate()
+
+
+def test_overlap_clock_delays_delivery_by_trainings_started() -> None:
+    net = MemoryNetwork()
+    clock = OverlapClock(overlap=2)
+    a = OverlapBroker(net.broker("a"), clock)
+    inbox = net.broker("b").subscribe("t")
+    a.publish("t", b"x")
+    assert inbox.get(0.01) is None
+    clock.tick()
+    assert inbox.get(0.01) is None
+    clock.tick()
+    msg = inbox.get(0.01)
+    assert msg is not None and msg.data == b"x" and msg.sender == "a"
+
+
+@pytest.mark.parametrize("overlap", [0, 9])
+def test_memory_lab_learns_far_above_chance(overlap: int) -> None:
+    opts = LabOptions(transport="memory", peers=10, client_epochs=200, overlap=overlap)
+    result = run_memory_lab(opts, lab_data("digits", 10, 0.5, 0))
+    assert result.timeline[-1].client_epochs == 200
+    assert result.timeline[0].client_epochs == 0
+    assert result.timeline[0].consensus_accuracy < 0.3  # the genesis is near chance...
+    assert result.final_accuracy > 0.8  # ...and the consensus learns
+    assert result.timeline[-1].transactions > 50
+
+
+def test_memory_lab_is_reproducible() -> None:
+    opts = LabOptions(transport="memory", peers=5, client_epochs=40)
+    data = lab_data("digits", 5, 0.5, 3)
+    first = run_memory_lab(opts, data)
+    second = run_memory_lab(opts, data)
+    assert [p.consensus_accuracy for p in first.timeline] == [
+        p.consensus_accuracy for p in second.timeline
+    ]
+
+
+def test_honest_peers_learn_despite_random_attackers() -> None:
+    opts = LabOptions(transport="memory", peers=10, client_epochs=150, malicious=0.2,
+                      attack="random", tip_selector="accuracy", overlap=2)
+    result = run_memory_lab(opts, lab_data("digits", 10, 0.5, 0, 0.2, "random"))
+    assert result.timeline[-1].client_epochs == 150  # only the 8 honest peers train
+    assert result.final_accuracy > 0.7
