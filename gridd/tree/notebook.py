@@ -19,7 +19,7 @@ from gridd.tree.peer import TreePeer
 from gridd.tree.settings import TreeSettings, load_tree_settings
 
 DEFAULT_WAIT = 5.0
-QUIET_SECONDS = 1.0
+MIN_WAIT = 1.0
 
 
 class TangleView:
@@ -38,15 +38,17 @@ class TangleView:
         return self.peer.genesis.recipe
 
     def refresh(self, wait: float = DEFAULT_WAIT) -> TangleView:
-        """Process messages and fetch history for up to `wait` seconds (less once quiet)."""
-        deadline = time.monotonic() + wait
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            handled = self.peer.process_messages(timeout=0.2)
-            now = time.monotonic()
-            if handled or self.peer.builder.outstanding:
-                quiet_since = now
-            elif now - quiet_since >= QUIET_SECONDS and len(self.peer.tangle) > 1:
+        """Process messages and fetch history for up to `wait` seconds.
+
+        Returns early once caught up: after MIN_WAIT seconds, with transactions beyond the
+        genesis and nothing left to fetch (any transaction heard pulls in its ancestors, so
+        a live tangle needs no silence to be caught up with).
+        """
+        start = time.monotonic()
+        while time.monotonic() - start < wait:
+            self.peer.process_messages(timeout=0.2)
+            if (time.monotonic() - start >= MIN_WAIT and len(self.peer.tangle) > 1
+                    and not self.peer.builder.outstanding):
                 break
         return self
 
