@@ -196,7 +196,10 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
     if settings.storage != "ipfs":
         raise click.UsageError(
             f"STORAGE: {settings.storage!r} only works inside `gridd lab`; start_worker uses ipfs")
-    configure_logging(settings)
+    try:
+        configure_logging(settings)
+    except OSError as e:
+        raise click.UsageError(f"LOGGER: cannot open {settings.logger[5:]!r}: {e}") from None
     if settings.model == "no_tf":
         os.environ["MODEL"] = "no_tf"  # build_model honours it everywhere
     if create_genesis == bool(genesis_id):
