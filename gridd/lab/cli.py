@@ -116,6 +116,8 @@ def report(result: object) -> str:
         table(rows),
         f"final consensus accuracy: {result.final_accuracy:.4f}",
         f"client-epochs to reach 93%: {result.epochs_to(0.93) or 'not reached'}",
+        f"median staleness (transactions published between a transaction's newest parent and "
+        f"itself): {result.staleness_median}",
         f"wall time: {result.wall_seconds:.1f} s, peak memory (summed over processes): "
         f"{result.peak_memory_bytes / 2**30:.2f} GiB",
     ]

@@ -27,6 +27,7 @@ from gridd.lab.attackers import RandomWeightsAttacker
 from gridd.lab.options import LabOptions, LabResult, Point, digits_recipe, holdout_accuracy
 from gridd.lab.partition import LabData
 from gridd.lab.processes import free_port, rss_bytes, scrape
+from gridd.lab.staleness import median_staleness
 from gridd.transport import IpfsBroker, IpfsStore
 from gridd.tree.genesis import create_genesis
 from gridd.tree.peer import TreePeer
@@ -154,6 +155,7 @@ def run_kubo_lab(
         result.timeline.append(Point(time.monotonic() - started, epochs, len(observer.tangle),
                                      acc))
         result.wall_seconds = time.monotonic() - started
+        result.staleness_median = median_staleness(observer.tangle)
         return result
     finally:
         for p in peers:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from gridd.lab.attackers import RandomWeightsAttacker
 from gridd.lab.options import LabOptions, LabResult, Point, digits_recipe, holdout_accuracy
 from gridd.lab.partition import LabData
+from gridd.lab.staleness import median_staleness
 from gridd.transport import Broker, Inbox, MemoryNetwork
 from gridd.tree.genesis import create_genesis
 from gridd.tree.peer import TreePeer
@@ -119,6 +120,7 @@ def run_memory_lab(opts: LabOptions, data: LabData, progress: Progress | None = 
             result.timeline.append(point)
             if progress is not None:
                 progress(epochs, acc, point.transactions)
+        result.staleness_median = median_staleness(observer.tangle)
     finally:
         for p in (*peers, observer):
             p.close()

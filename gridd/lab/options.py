@@ -89,6 +89,7 @@ class LabResult:
     peak_memory_bytes: int = 0
     metrics_urls: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    staleness_median: float | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -113,6 +114,7 @@ class LabResult:
             "epochs_to_93": self.epochs_to(0.93),
             "wall_seconds": self.wall_seconds,
             "peak_memory_bytes": self.peak_memory_bytes,
+            "staleness_median": self.staleness_median,
             "metrics_urls": self.metrics_urls,
             "notes": self.notes,
             "timeline": [asdict(p) for p in self.timeline],

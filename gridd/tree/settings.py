@@ -32,7 +32,7 @@ class TreeSettings:
 
     training_interval: float = 10.0
     active_quota: float = 1.0
-    num_of_tips: int = 2
+    num_of_tips: int = 4
     num_of_sampling_round: int = 35
     model: str = "auto"
     timeout: float = 30.0
@@ -43,11 +43,12 @@ class TreeSettings:
     announce_interval: float = 30.0
     tip_selector: str = "random_walk"
     selector_alpha: float | None = None
-    reference_top: int = 1
+    reference_top: int = 5
     reference_window: int = 25
     min_improvement: float = 0.0
     max_pending: int = 10_000
     weights_cache: int = 32
+    sample_weight_cap: float = 4.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -96,6 +97,7 @@ class TreeSettings:
         _positive("MIN_IMPROVEMENT", self.min_improvement, allow_zero=True)
         _int_range("MAX_PENDING", self.max_pending, 0, 10_000_000)
         _int_range("WEIGHTS_CACHE", self.weights_cache, 1, 100_000)
+        _positive("SAMPLE_WEIGHT_CAP", self.sample_weight_cap, allow_zero=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
