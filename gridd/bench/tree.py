@@ -59,6 +59,7 @@ def _row(name: str, result: LabResult) -> dict[str, Any]:
         "epochs_to_93": result.epochs_to(0.93),
         "wall_s": result.wall_seconds,
         "mem_GiB": result.peak_memory_bytes / 2**30,
+        "staleness": result.staleness_median,
     }
 
 
@@ -104,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                  "wall_s": FLOWER["wall_seconds"], "mem_GiB": FLOWER["memory_gib"]})
 
     scenarios: list[tuple[str, dict[str, Any]]] = [
+        ("memory, 10 peers, overlap 2 (default)", {"overlap": 2}),
+        ("memory, 10 peers, overlap 0 (one after another)", {"overlap": 0}),
+        ("memory, 10 peers, overlap 5", {"overlap": 5}),
         ("memory, 10 peers, overlap 9 (synchronized rounds)", {"overlap": 9}),
-        ("memory, 10 peers, overlap 2", {"overlap": 2}),
-        ("memory, 10 peers, overlap 0 (sequential)", {"overlap": 0}),
     ]
     for name, kw in scenarios:
         row, results = _memory(name, seeds, **kw)

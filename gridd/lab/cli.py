@@ -34,8 +34,10 @@ from gridd.bench import RESULTS_DIR, table
 @click.option("--sampling-rounds", type=click.IntRange(1), default=35, show_default=True)
 @click.option("--training-interval", type=float, default=0.5, show_default=True,
               help="Seconds between trainings of a real-Kubo peer.")
-@click.option("--overlap", type=click.IntRange(0), default=None,
-              help="Memory lab: trainings running at once [default: peers - 1, the worst case].")
+@click.option("--overlap", type=click.IntRange(0), default=2, show_default=True,
+              help="Memory lab: results reach others only after this many more trainings "
+                   "started (0 = one after another, peers-1 = synchronized rounds; 2 matches "
+                   "real Kubo peers).")
 @click.option("--model", type=click.Choice(["no_tf", "tf"]), default="no_tf", show_default=True,
               help="no_tf: numpy peers (fast); tf: Keras peers.")
 @click.option("--max-seconds", type=float, default=1800.0, show_default=True,

@@ -4,8 +4,10 @@ Peers are stepped from one loop (no threads): in each round every peer, in a see
 order, reads what has arrived and, with probability ACTIVE_QUOTA, makes one training attempt.
 Time is modelled by `overlap`: a published message reaches the others only after `overlap`
 more trainings have started, as on a network where trainings run at the same time. overlap=0
-is strictly one-after-another (the tangle becomes a chain); overlap=N-1, the default, is the
-pessimistic case of synchronized rounds in which every peer trains on the same snapshot.
+is strictly one-after-another (the tangle becomes a chain); overlap=N-1 is the pessimistic
+case of synchronized rounds in which every peer trains on the same snapshot. The default, 2,
+gives the median staleness (see staleness.py) measured with 10 real Kubo peers training
+every 0.5 s on this 2-core machine: 1 transaction.
 An observer (a TreePeer without data) follows the tangle like any peer; its reference model
 is the consensus scored on the held-out test set after each round.
 """
@@ -83,7 +85,7 @@ def run_memory_lab(opts: LabOptions, data: LabData, progress: Progress | None = 
     recipe = digits_recipe()
     genesis_id = create_genesis(net.store(), recipe, init_seed=opts.seed, issuer="lab")
     settings = opts.tree_settings("memory")
-    clock = OverlapClock(opts.overlap if opts.overlap is not None else opts.peers - 1)
+    clock = OverlapClock(opts.overlap)
     peers: list[TreePeer | RandomWeightsAttacker] = []
     for i, dataset in enumerate(data.peers):
         broker = OverlapBroker(net.broker(f"peer-{i:03d}"), clock)

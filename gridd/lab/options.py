@@ -37,7 +37,7 @@ class LabOptions:
     sampling_rounds: int = 35
     tip_selector: str = "random_walk"
     reference_top: int = 5
-    overlap: int | None = None  # memory lab: trainings that overlap; None = peers - 1
+    overlap: int = 2  # memory lab: see memory_lab; 2 matches 10 real Kubo peers' staleness
     model: str = "no_tf"  # no_tf (numpy peers) or tf (Keras peers)
     max_seconds: float = 1800.0  # a real-Kubo lab gives up after this long
     out: Path | None = None

@@ -82,3 +82,13 @@ def test_honest_peers_learn_despite_random_attackers() -> None:
     result = run_memory_lab(opts, lab_data("digits", 10, 0.5, 0, 0.2, "random"))
     assert result.timeline[-1].client_epochs == 150  # only the 8 honest peers train
     assert result.final_accuracy > 0.7
+
+
+def test_staleness_grows_with_overlap() -> None:
+    data = lab_data("digits", 6, 0.5, 0)
+    medians = []
+    for overlap in (0, 5):
+        opts = LabOptions(transport="memory", peers=6, client_epochs=60, overlap=overlap)
+        medians.append(run_memory_lab(opts, data).staleness_median)
+    assert medians[0] == 0.0
+    assert medians[1] is not None and medians[1] >= 2
