@@ -20,7 +20,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["gridd", "gridd.*", "tangle", "tangle.*"]),
-    package_data={"gridd": ["configs/*.yaml"]},
     install_requires=requirements,
     entry_points={
         "console_scripts": [
