@@ -93,14 +93,20 @@ class Client:
         batch_size: int | None = None, validation_data: tuple[Any, Any] | None = None,
         validation_split: float | None = None, shuffle: bool | None = None,
         class_weight: Mapping[int, float] | None = None, wait: bool = True,
-        progress: bool = True, timeout: float | None = None,
+        progress: bool = True, timeout: float | None = None, verbose: int | str = "auto",
+        callbacks: list[Any] | None = None,
     ) -> tuple[keras.Model, RemoteHistory] | Job:
         """Train `model` (compiled) on a worker, like model.fit.
 
         Returns (trained model, history) — the model you passed is left untouched — or, with
         wait=False, a Job handle (job.result(), job.cancel()). Raises JobFailed/JobRefused
-        with the worker's reason when the job cannot run.
+        with the worker's reason when the job cannot run. verbose=0 hides the progress bar.
         """
+        if callbacks:
+            raise ValueError("callbacks: a worker never runs code from the network, so Keras "
+                             "callbacks cannot run remotely; use wait=False and job.logs, or "
+                             "the returned history")
+        progress = progress and verbose != 0
         job = submit_fit(
             self.dispatcher, self.uploader, model, x, y, epochs=epochs, batch_size=batch_size,
             validation_data=validation_data, validation_split=validation_split,

@@ -262,28 +262,26 @@ class ComputeWorker:
                         and attempt > ctx.spec.attempt:
                     ctx.stop("superseded")
                 return  # an assignment for an offer we never saw (or from someone else)
-            if worker != self.peer_id:
+            action: JobSpec | str | None
+            if worker != self.peer_id:  # someone else got it: free our reservation
                 self._offers.pop(job, None)
                 self._claims.pop(job, None)
-                start = None
-            elif job in self._running:
-                return  # a repeated assignment
+                action = None
+            elif job in self._running or attempt != known.attempt:
+                return  # a repeated assignment, or one for an attempt we did not claim
             elif claim is None and self.free_slots == 0:
-                start = "busy"
+                action = "busy"
             else:
-                spec = known if known.attempt == attempt else JobSpec(
-                    known.job, attempt, known.owner, known.model, known.data, known.fit,
-                    known.bytes)
                 self._claims.pop(job, None)
                 self._offers.pop(job, None)
-                start = spec  # type: ignore[assignment]
-        if start is None:
+                action = known
+        if action is None:
             self._claim_more()
-        elif start == "busy":
-            self._publish(p.pack(p.FAILED, job=job, attempt=attempt, reason="busy",
+        elif isinstance(action, str):
+            self._publish(p.pack(p.FAILED, job=job, attempt=attempt, reason=action,
                                  error="worker has no free slot"))
         else:
-            self._start_job(start)  # type: ignore[arg-type]
+            self._start_job(action)
 
     def _on_cancel(self, sender: str, body: dict[str, Any]) -> None:
         job = body["job"]

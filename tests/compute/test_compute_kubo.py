@@ -11,7 +11,7 @@ from compute_helpers import Grid, mlp
 
 from gridd import Client
 from gridd.compute import protocol as p
-from gridd.compute.dispatch import JobRefused
+from gridd.compute.dispatch import JobCancelled, JobRefused
 from gridd.ipfs import IPFSUnreachable
 
 pytestmark = [pytest.mark.kubo, pytest.mark.tf]
@@ -38,7 +38,7 @@ def test_workers_table_lists_live_workers(client: Client, grid: Grid) -> None:
     assert "peer_id" in repr(table) and "<table>" in table._repr_html_()
 
 
-def test_fit_round_trip_trains_remotely(client: Client, digits_small) -> None:
+def test_fit_round_trip_trains_remotely(client: Client, grid: Grid, digits_small) -> None:
     x, y, xt, yt = digits_small
     model = mlp()
     before = model.evaluate(xt, yt, verbose=0, return_dict=True)
@@ -54,6 +54,11 @@ def test_fit_round_trip_trains_remotely(client: Client, digits_small) -> None:
     assert history.worker is not None and history.params["epochs"] == 5
     jobs = client.jobs()
     assert jobs[-1]["status"] == "done"
+    ran = next(w for w in grid.workers if w.metric("gridd_jobs_completed_total") >= 1)
+    assert ran.metric("gridd_jobs_accepted_total") >= 1
+    assert ran.metric("gridd_ipfs_fetch_bytes_total") > x.nbytes
+    assert ran.metric("gridd_training_seconds_count") >= 1
+    assert ran.metric("gridd_jobs_running") == 0
 
 
 def test_lambda_model_is_refused_with_a_clear_error(client: Client, grid: Grid,
@@ -118,6 +123,7 @@ def test_accept_from_refuses_other_peers(grid: Grid, digits_small) -> None:
         stranger.close()
         ally.close()
         w.stop()
+        grid.workers.remove(w)
 
 
 def test_sweep_runs_configurations_on_both_workers(client: Client, digits_small) -> None:
@@ -130,6 +136,25 @@ def test_sweep_runs_configurations_on_both_workers(client: Client, digits_small)
     assert scores == sorted(scores, reverse=True)
     assert result.best_model is not None and result.best_config is not None
     assert len({r["worker"] for r in result.table}) == 2
+
+
+def test_cancel_stops_the_remote_training(client: Client, grid: Grid, digits_small) -> None:
+    x, y, _, _ = digits_small
+    before = sum(w.metric("gridd_jobs_failed_total", reason="cancelled") for w in grid.workers)
+    job = client.fit(mlp(), x, y, epochs=500, batch_size=16, progress=False, wait=False)
+    deadline = time.monotonic() + 60
+    while not job.logs:
+        assert time.monotonic() < deadline, f"job never started training: {job}"
+        time.sleep(0.05)
+    job.cancel()
+    with pytest.raises(JobCancelled):
+        job.result(timeout=5)
+    deadline = time.monotonic() + 15
+    while sum(w.metric("gridd_jobs_failed_total", reason="cancelled")
+              for w in grid.workers) < before + 1:
+        assert time.monotonic() < deadline, "the worker kept training a cancelled job"
+        time.sleep(0.1)
+    assert client.jobs()[-1]["status"] == "cancelled"
 
 
 @pytest.mark.slow
