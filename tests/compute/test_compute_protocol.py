@@ -277,3 +277,38 @@ def test_a_long_history_travels_by_cid(net: MemoryNetwork) -> None:
     finally:
         d.close()
         w.stop()
+
+
+def test_wall_time_limit_fails_the_job(net: MemoryNetwork) -> None:
+    from gridd.compute.dispatch import JobFailed
+
+    w = start_worker(net, "w1", FakeTrainer(pause=0.05), max_wall_seconds=0.3)
+    d = Dispatcher(net.broker("client"), lease=2.0).start()
+    try:
+        job = submit(net, d, epochs=100)
+        with pytest.raises(JobFailed, match="wall_time"):
+            job.result_cid_or_raise(timeout=5)
+        assert w.metrics.jobs_failed.labels(reason="wall_time")._value.get() == 1
+    finally:
+        d.close()
+        w.stop()
+
+
+def test_content_over_the_byte_limit_is_refused_even_if_the_offer_lies(
+        net: MemoryNetwork) -> None:
+    w = start_worker(net, "w1", max_job_bytes=2048)
+    d = Dispatcher(net.broker("client"), lease=2.0, reoffer_every=0.2).start()
+    try:
+        time.sleep(0.3)
+        honest = submit(net, d, model=b"m" * 4096)  # declares 4136 bytes: refused unfetched
+        with pytest.raises(JobRefused, match="too_large"):
+            honest.result_cid_or_raise(timeout=5)
+        store = net.store()
+        cid = store.put(b"m" * 4096)
+        liar = d.submit(cid, {"x": store.put(b"x"), "y": store.put(b"y")}, {"epochs": 1}, 10)
+        with pytest.raises(JobRefused, match="too_large"):
+            liar.result_cid_or_raise(timeout=5)
+        assert w.metrics.jobs_refused.labels(reason="too_large")._value.get() == 2
+    finally:
+        d.close()
+        w.stop()
