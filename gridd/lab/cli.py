@@ -30,7 +30,8 @@ from gridd.bench import RESULTS_DIR, table
 @click.option("--num-of-tips", type=click.IntRange(1, 8), default=4, show_default=True)
 @click.option("--reference-top", type=click.IntRange(1, 64), default=5, show_default=True)
 @click.option("--tip-selector", type=click.Choice(["random_walk", "accuracy", "uniform"]),
-              default="random_walk", show_default=True)
+              default="accuracy", show_default=True,
+              help="accuracy: walks prefer models that do well on the peer's own data.")
 @click.option("--sampling-rounds", type=click.IntRange(1), default=35, show_default=True)
 @click.option("--training-interval", type=float, default=0.5, show_default=True,
               help="Seconds between trainings of a real-Kubo peer.")

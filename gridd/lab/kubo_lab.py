@@ -25,7 +25,7 @@ from gridd.data import save_npz
 from gridd.ipfs.cluster import LocalCluster
 from gridd.lab.attackers import RandomWeightsAttacker
 from gridd.lab.options import LabOptions, LabResult, Point, digits_recipe, holdout_accuracy
-from gridd.lab.partition import LabData
+from gridd.lab.partition import LabData, observer_data
 from gridd.lab.processes import free_port, rss_bytes, scrape
 from gridd.lab.staleness import median_staleness
 from gridd.transport import IpfsBroker, IpfsStore
@@ -111,7 +111,7 @@ def run_kubo_lab(
         genesis_id = create_genesis(store, digits_recipe(), init_seed=opts.seed, issuer="lab")
         result = LabResult(opts, genesis_id)
         observer = TreePeer(genesis_id=genesis_id, broker=IpfsBroker(lab_client), store=store,
-                            dataset=None, settings=opts.tree_settings("ipfs"),
+                            dataset=observer_data(data), settings=opts.tree_settings("ipfs"),
                             seed=opts.seed + 10_000)
         observer.open()
         start_acc = holdout_accuracy(digits_recipe(), observer.consensus_weights(), data.x_test,

@@ -8,8 +8,8 @@ is strictly one-after-another (the tangle becomes a chain); overlap=N-1 is the p
 case of synchronized rounds in which every peer trains on the same snapshot. The default, 2,
 gives the median staleness (see staleness.py) measured with 10 real Kubo peers training
 every 0.5 s on this 2-core machine: 1 transaction.
-An observer (a TreePeer without data) follows the tangle like any peer; its reference model
-is the consensus scored on the held-out test set after each round.
+An observer (a TreePeer that never trains; see partition.observer_data) follows the tangle;
+its reference model is the consensus scored on the held-out test set after each round.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from gridd.lab.attackers import RandomWeightsAttacker
 from gridd.lab.options import LabOptions, LabResult, Point, digits_recipe, holdout_accuracy
-from gridd.lab.partition import LabData
+from gridd.lab.partition import LabData, observer_data
 from gridd.lab.staleness import median_staleness
 from gridd.transport import Broker, Inbox, MemoryNetwork
 from gridd.tree.genesis import create_genesis
@@ -96,7 +96,7 @@ def run_memory_lab(opts: LabOptions, data: LabData, progress: Progress | None = 
                                   dataset=dataset, settings=settings, seed=opts.seed + i,
                                   prefer="numpy" if opts.model == "no_tf" else "keras"))
     observer = TreePeer(genesis_id=genesis_id, broker=net.broker("observer"), store=net.store(),
-                        dataset=None, settings=settings, seed=opts.seed + 10_000)
+                        dataset=observer_data(data), settings=settings, seed=opts.seed + 10_000)
     for p in (*peers, observer):
         p.open()
     result = LabResult(opts, genesis_id)

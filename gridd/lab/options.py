@@ -35,7 +35,7 @@ class LabOptions:
     training_interval: float = 1.0  # seconds, real-Kubo peers only
     num_of_tips: int = 4
     sampling_rounds: int = 35
-    tip_selector: str = "random_walk"
+    tip_selector: str = "accuracy"
     reference_top: int = 5
     overlap: int = 2  # memory lab: see memory_lab; 2 matches 10 real Kubo peers' staleness
     model: str = "no_tf"  # no_tf (numpy peers) or tf (Keras peers)

@@ -66,3 +66,16 @@ def _split(x: np.ndarray, y: np.ndarray, seed: int) -> Dataset:
         return holdout(x, y, seed=seed)
     except DataError:  # a peer with a single sample validates on it
         return Dataset(x, y, x, y)
+
+
+def observer_data(data: LabData) -> Dataset:
+    """What the lab's observer validates on: the pooled validation splits of honest peers.
+
+    The observer stands for an honest participant judging the tangle; with TIP_SELECTOR
+    accuracy it needs data to tell a model from noise. It never trains, and the test set
+    stays unseen by everyone.
+    """
+    honest = [d for i, d in enumerate(data.peers) if i not in data.malicious]
+    x = np.concatenate([d.x_val for d in honest])
+    y = np.concatenate([d.y_val for d in honest])
+    return Dataset(x, y, x, y)

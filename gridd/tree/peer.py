@@ -134,7 +134,7 @@ class TreePeer:
         self._trainer: LocalTrainer | None = None
         self._selector: TipSelector | None = None
         self._state = PeerState(genesis_id)
-        self._scores: dict[str, float] = {}
+        self._scores: dict[str, float] = _BoundedScores(MAX_SCORES)  # tx id -> local score
         self._last_announce = -float("inf")
         self._hello_until = 0.0
         self._next_hello_check = 0.0
@@ -265,7 +265,28 @@ class TreePeer:
             self.tangle, self._sampler(), rounds=s.num_of_sampling_round, top=s.reference_top,
             rng=self.rng, count=s.num_of_tips, window=s.reference_window,
         )
-        return ids or self.tangle.tips()[-1:]
+        return self.vet(ids) if ids else self.tangle.tips()[-1:]
+
+    def vet(self, tx_ids: Sequence[str], floor: float = 0.0) -> list[str]:
+        """Drop candidates far worse on local data than the best of them (or than `floor`).
+
+        A walk must move to an approver even when it is the only one, so a noise model that
+        approves a good transaction can end a walk. With TIP_SELECTOR accuracy each candidate
+        is scored (once, cached) and kept only if it reaches VET_RATIO of the best of its
+        fellow candidates and `floor` (the reference model's score when training); the
+        result may be empty. Other selectors keep everything (they promise no defence).
+        """
+        if self.settings.tip_selector != "accuracy" or self._trainer is None:
+            return list(tx_ids)
+        scores = {i: self._cached_score(i) for i in tx_ids}
+        best = max([floor, *scores.values()])
+        return [i for i in tx_ids if scores[i] >= self.settings.vet_ratio * best]
+
+    def _cached_score(self, tx_id: str) -> float:
+        value = self._scores.get(tx_id)
+        if value is None:
+            value = self._scores[tx_id] = self._score(self.tangle[tx_id])
+        return value
 
     def consensus_weights(self) -> list[np.ndarray]:
         """The reference model's weights: the average of `reference_ids()`."""
@@ -401,11 +422,15 @@ class TreePeer:
         s = self.settings
         tangle = self.tangle
         assert self._selector is not None
-        tips = tuple(self._selector.select(tangle, s.num_of_tips, self.rng))
+        selected = self._selector.select(tangle, s.num_of_tips, self.rng)
+        tips = tuple(selected)
         try:
-            start_weights = self.average(list(dict.fromkeys(tips)))
             ref_ids = tuple(self.reference_ids())
             ref_weights = self.average(ref_ids)
+            ref = self._trainer.evaluate(ref_weights)
+            # Build only on tips worth building on; if none is, on the reference itself.
+            tips = tuple(self.vet(selected, floor=ref.accuracy)) or ref_ids
+            start_weights = self.average(list(dict.fromkeys(tips)))
         except Exception as e:  # pinned content should not vanish; if it does, skip a round
             log.warning("weights unavailable for training: %s", e)
             return self._remember(StepResult(False, "weights_unavailable", parents=tips))
@@ -415,7 +440,6 @@ class TreePeer:
         self._state.trainings += 1
         self._state.client_epochs += self._trainer.recipe.local_epochs
         local = self._trainer.evaluate(trained)
-        ref = self._trainer.evaluate(ref_weights)
         m = self.metrics
         m.local_accuracy.set(local.accuracy)
         m.local_loss.set(local.loss)
@@ -473,7 +497,7 @@ class TreePeer:
             return UniformSelector(seed=seed)
         if s.tip_selector == "accuracy" and self._trainer is not None:
             return AccuracyWalkSelector(self._score, alpha=s.alpha, seed=seed,
-                                        cache=_BoundedScores(MAX_SCORES))
+                                        cache=self._scores)
         return RandomWalkSelector(alpha=s.alpha if s.tip_selector == "random_walk" else 0.001,
                                   seed=seed)
 

@@ -41,7 +41,7 @@ class TreeSettings:
     storage: str = "ipfs"
     message_broker: str = "ipfs"
     announce_interval: float = 30.0
-    tip_selector: str = "random_walk"
+    tip_selector: str = "accuracy"
     selector_alpha: float | None = None
     reference_top: int = 5
     reference_window: int = 25
@@ -49,6 +49,7 @@ class TreeSettings:
     max_pending: int = 10_000
     weights_cache: int = 32
     sample_weight_cap: float = 4.0
+    vet_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         self.validate()
@@ -98,6 +99,7 @@ class TreeSettings:
         _int_range("MAX_PENDING", self.max_pending, 0, 10_000_000)
         _int_range("WEIGHTS_CACHE", self.weights_cache, 1, 100_000)
         _positive("SAMPLE_WEIGHT_CAP", self.sample_weight_cap, allow_zero=True)
+        _fraction("VET_RATIO", self.vet_ratio)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

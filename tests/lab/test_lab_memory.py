@@ -62,7 +62,7 @@ def test_memory_lab_learns_far_above_chance(overlap: int) -> None:
     assert result.timeline[-1].client_epochs == 200
     assert result.timeline[0].client_epochs == 0
     assert result.timeline[0].consensus_accuracy < 0.3  # the genesis is near chance...
-    assert result.final_accuracy > 0.8  # ...and the consensus learns
+    assert result.final_accuracy > 0.6  # ...and the consensus learns (chance is 0.1)
     assert result.timeline[-1].transactions > 50
 
 
@@ -92,3 +92,36 @@ def test_staleness_grows_with_overlap() -> None:
         medians.append(run_memory_lab(opts, data).staleness_median)
     assert medians[0] == 0.0
     assert medians[1] is not None and medians[1] >= 2
+
+
+def test_accuracy_selector_vets_noise_tips_that_a_walk_cannot_avoid() -> None:
+    from gridd.lab.attackers import RandomWeightsAttacker
+    from gridd.lab.options import digits_recipe
+    from gridd.tree.genesis import create_genesis
+    from gridd.tree.peer import TreePeer
+
+    net = MemoryNetwork()
+    data = lab_data("digits", 2, 0.5, 0)
+    genesis = create_genesis(net.store(), digits_recipe(), init_seed=0)
+    settings = LabOptions(transport="memory").tree_settings("memory")
+    peer = TreePeer(genesis_id=genesis, broker=net.broker("honest"), store=net.store(),
+                    dataset=data.peers[0], settings=settings, seed=0, prefer="numpy")
+    attacker = RandomWeightsAttacker(genesis, net.broker("mallory"), net.store(), seed=1)
+    peer.open()
+    attacker.open()
+    for _ in range(3):  # until the honest peer beats its reference (the untrained genesis)
+        good = peer.train_step().tx_id
+        if good:
+            break
+    assert good is not None
+    attacker.process_messages()
+    for _ in range(6):  # noise transactions approving the honest one and the genesis
+        attacker.train_step()
+    peer.process_messages()
+    noise = [t for t in peer.tangle.tips() if peer.tangle[t].issuer == "mallory"]
+    assert noise and peer.vet([good, *noise]) == [good]
+    for _ in range(3):
+        step = peer.train_step()
+        assert not set(noise) & set(step.parents)
+    peer.close()
+    attacker.close()
