@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         ("memory, 100 peers, 3000 client-epochs", {"peers": 100}),
         ("memory, 10 peers, 20% random attackers, accuracy walk",
          {"malicious": 0.2, "attack": "random", "tip_selector": "accuracy"}),
-        ("memory, 10 peers, 20% random attackers, random walk",
-         {"malicious": 0.2, "attack": "random"}),
+        ("memory, 10 peers, 20% random attackers, random walk (no defence)",
+         {"malicious": 0.2, "attack": "random", "tip_selector": "random_walk"}),
         ("memory, 10 peers, 20% label flippers, accuracy walk",
          {"malicious": 0.2, "attack": "labelflip", "tip_selector": "accuracy"}),
     ]:
