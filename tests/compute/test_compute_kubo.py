@@ -85,15 +85,19 @@ def test_bad_messages_are_counted_and_workers_keep_serving(client: Client, grid:
             "data": {"x": "bafy" + "b" * 20, "y": "bafy" + "c" * 20},
             "fit": {"epochs": 1, "callbacks": ["rm -rf"]}, "bytes": 10, "exclude": []}}),
     ]
-    for data in bad:
-        client.broker.publish(grid.topic, data)
     reasons = ("malformed", "oversized", "schema", "bad_fit_args")
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 20
+    next_publish = 0.0
     while True:
         counts = {r: [w.metric("gridd_jobs_refused_total", reason=r) for w in grid.workers]
                   for r in reasons}
-        if all(c >= 1 for cs in counts.values() for c in cs) or time.monotonic() > deadline:
+        missing = [data for data, r in zip(bad, reasons, strict=True) if min(counts[r]) < 1]
+        if not missing or time.monotonic() > deadline:
             break
+        if time.monotonic() >= next_publish:  # pubsub is best-effort: resend what was missed
+            for data in missing:
+                client.broker.publish(grid.topic, data)
+            next_publish = time.monotonic() + 3.0
         time.sleep(0.2)
     assert all(c >= 1 for cs in counts.values() for c in cs), counts
     x, y, _, _ = digits_small
