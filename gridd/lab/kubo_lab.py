@@ -26,8 +26,9 @@ from gridd.ipfs.cluster import LocalCluster
 from gridd.lab.attackers import RandomWeightsAttacker
 from gridd.lab.options import LabOptions, LabResult, Point, digits_recipe, holdout_accuracy
 from gridd.lab.partition import LabData, observer_data
-from gridd.lab.processes import free_port, rss_bytes, scrape
+from gridd.lab.processes import rss_bytes, scrape
 from gridd.lab.staleness import median_staleness
+from gridd.localports import free_port
 from gridd.transport import IpfsBroker, IpfsStore
 from gridd.tree.genesis import create_genesis
 from gridd.tree.peer import TreePeer

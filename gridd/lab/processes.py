@@ -1,21 +1,12 @@
-"""What the Kubo lab needs to watch its processes: free ports, metrics scrapes, memory."""
+"""What the Kubo lab needs to watch its processes: metrics scrapes and memory."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 _HTTP = httpx.Client(timeout=2.0)  # one client: building one per call costs ~60 ms (TLS setup)
 

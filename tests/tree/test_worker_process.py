@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from tree_helpers import fast_settings, make_peer, tx_ids
 
 from gridd.data import Dataset, save_npz
 from gridd.ipfs.cluster import LocalCluster
+from gridd.localports import free_port
 from gridd.transport import IpfsBroker, IpfsStore
 from gridd.tree.state import LOG_FILE, STATE_FILE
 from tangle import TangleLog
@@ -136,7 +136,7 @@ def test_sigkill_and_restart_loses_nothing(kubo3: LocalCluster, tmp_path: Path,
             f.write(b"\x00\x00\x02\x00\x12\x34\x56\x78half a rec")
 
         restart = [a for a in args if a not in ("--create-genesis", "--model", "digits_mlp")]
-        port = _free_port()
+        port = free_port()
         restart += ["--genesis", genesis_id, "--duration", "8", "--metrics-port", str(port)]
         again = subprocess.Popen(restart, env=env, stderr=subprocess.PIPE,
                                  stdout=subprocess.DEVNULL, text=True)
@@ -173,12 +173,6 @@ REQUIRED_METRICS = [
     "gridd_local_accuracy", "gridd_local_loss", "gridd_pending_transactions",
     "gridd_ipfs_fetch_bytes_total", "gridd_ipfs_fetch_errors_total", "gridd_tangle_transactions",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> str:
