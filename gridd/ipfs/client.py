@@ -26,7 +26,13 @@ from gridd.ipfs.errors import (
 )
 
 DEFAULT_CAT_LIMIT = 256 * 1024 * 1024
+# Receivers validate a sender's seqnos on several goroutines at once (go-libp2p-pubsub's
+# BasicSeqnoValidator with NumCPU workers) and drop any message whose seqno is not above the
+# highest seen so far: two publishes arriving microseconds apart can be checked out of order
+# and the older one is lost. A short gap between publishes from one daemon avoids that race.
+MIN_PUBLISH_GAP = 0.005
 _PUBLISH_LOCKS: dict[str, threading.Lock] = {}
+_LAST_PUBLISH: dict[str, float] = {}
 _PUBLISH_LOCKS_GUARD = threading.Lock()
 
 
@@ -193,11 +199,15 @@ class KuboClient:
     # -- pubsub ---------------------------------------------------------------------------------
 
     def pubsub_pub(self, topic: str, data: bytes, retries: int = 8) -> None:
-        """Publish serially per daemon; retry Kubo's transient 'validation ignored'."""
-        lock = _publish_lock(self.address.url)
+        """Publish serially per daemon, MIN_PUBLISH_GAP apart; retry 'validation ignored'."""
+        key = self.address.url
+        lock = _publish_lock(key)
         delay = 0.02
         for attempt in range(retries + 1):
             with lock:
+                wait = _LAST_PUBLISH.get(key, 0.0) + MIN_PUBLISH_GAP - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
                 try:
                     self.request(
                         "pubsub/pub", {"arg": multibase.encode(topic)},
@@ -207,6 +217,8 @@ class KuboClient:
                 except IPFSApiError as e:
                     if "validation ignored" not in e.message or attempt == retries:
                         raise
+                finally:
+                    _LAST_PUBLISH[key] = time.monotonic()
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
