@@ -187,10 +187,19 @@ class Client:
 
     # -- tree (implemented in gridd.tree.notebook) ---------------------------------------
 
-    def tangle(self, genesis_id: str, **kw: Any) -> Any:
+    def tangle(self, genesis_id: str, *, validation: tuple[Any, Any] | None = None,
+               wait: float = 5.0, settings: Any = None) -> Any:
+        """Follow tree-mode tangle `genesis_id`, catching up for up to `wait` seconds.
+
+        validation=(x, y): labelled data of the genesis recipe's shape and classes, never
+        trained on or sent. With it the view builds only on candidates that do well on it,
+        as a training peer does, and `view.accuracy` is measured on it. Without it nothing
+        is vetted and the only accuracies are the issuers' own claims (a warning says so).
+        """
         from gridd.tree.notebook import open_tangle
 
-        return open_tangle(self, genesis_id, **kw)
+        return open_tangle(self, genesis_id, validation=validation, wait=wait,
+                           settings=settings)
 
     def create_tangle(self, model: Any, recipe: Any = None, **kw: Any) -> Any:
         from gridd.tree.notebook import create_tangle
