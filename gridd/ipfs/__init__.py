@@ -12,11 +12,12 @@ from gridd.ipfs.errors import (
     NoTopicPeers,
     PubsubDisabled,
 )
+from gridd.ipfs.peering import PeeringStatus, TopicPeering
 from gridd.ipfs.subscription import Subscription
 
 __all__ = [
     "DEFAULT_API", "ApiAddress", "ContentTooLarge", "ContentUnavailable", "IPFSApiError",
     "IPFSError", "IPFSUnreachable", "KuboClient", "KuboDaemon", "KuboNotInstalled", "NodeId",
-    "NoTopicPeers", "PubsubDisabled", "PubsubMessage", "Subscription", "find_ipfs",
-    "parse_api_address",
+    "NoTopicPeers", "PeeringStatus", "PubsubDisabled", "PubsubMessage", "Subscription",
+    "TopicPeering", "find_ipfs", "parse_api_address",
 ]

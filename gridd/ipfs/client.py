@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,20 @@ class KuboClient:
         """Connected peers as (peer id, remote multiaddr)."""
         d = self.rpc("swarm/peers") or {}
         return [(p["Peer"], p.get("Addr", "")) for p in d.get("Peers") or []]
+
+    def swarm_addrs(self) -> dict[str, list[str]]:
+        """Addresses the daemon's peerstore knows per peer (listen addresses learned through
+        identify, plus dialled ones); lost when the daemon restarts."""
+        known = (self.rpc("swarm/addrs") or {}).get("Addrs") or {}
+        return {str(p): [str(a) for a in addrs or []] for p, addrs in known.items()}
+
+    def swarm_connect_peer(self, peer_id: str, addrs: Sequence[str], timeout: float = 10.0
+                           ) -> None:
+        """Dial one peer on any of its addresses (Kubo tries them together and clears its own
+        dial backoff for the peer first); IPFSApiError when no address answers in time."""
+        args: list[tuple[str, Any]] = [("arg", f"{a}/p2p/{peer_id}") for a in addrs]
+        args.append(("timeout", f"{timeout}s"))
+        self.request("swarm/connect", args, timeout=timeout + 5)
 
     def swarm_addrs_local(self) -> list[str]:
         """Own listen addresses with /p2p/<id>: the form `ipfs swarm connect` takes."""

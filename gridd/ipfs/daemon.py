@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from gridd.ipfs.client import KuboClient
@@ -44,6 +45,9 @@ class KuboDaemon:
 
     local_only=True is the test/lab profile: loopback only, random ports, no bootstrap, no DHT.
     Otherwise the repo keeps Kubo's defaults (joins the public network) with pubsub enabled.
+    api_host/swarm_host put a local_only daemon on other addresses than 127.0.0.1, and
+    `prefix` runs the daemon under a wrapper: a test "host" in a network namespace is
+    `prefix=["ip", "netns", "exec", name]` with its swarm on that namespace's address.
     """
 
     def __init__(
@@ -54,6 +58,9 @@ class KuboDaemon:
         api_port: int | None = None,
         swarm_port: int | None = None,
         pubsub: bool = True,
+        api_host: str = "127.0.0.1",
+        swarm_host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
     ) -> None:
         self.repo = Path(repo) if repo else default_repo()
         self.binary = binary or find_ipfs()
@@ -61,6 +68,9 @@ class KuboDaemon:
         self.api_port = api_port
         self.swarm_port = swarm_port
         self.pubsub = pubsub
+        self.api_host = api_host
+        self.swarm_host = swarm_host
+        self.prefix = tuple(prefix)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.repo / "daemon.log"
 
@@ -88,8 +98,8 @@ class KuboDaemon:
             self._ipfs(*args)
         self.config("Pubsub.Enabled", self.pubsub)
         if self.local_only:
-            api = f"/ip4/127.0.0.1/tcp/{self.api_port or 0}"
-            swarm = f"/ip4/127.0.0.1/tcp/{self.swarm_port or 0}"
+            api = f"/ip4/{self.api_host}/tcp/{self.api_port or 0}"
+            swarm = f"/ip4/{self.swarm_host}/tcp/{self.swarm_port or 0}"
             self.config("Addresses.API", api)
             self.config("Addresses.Gateway", [])
             self.config("Addresses.Swarm", [swarm])
@@ -131,7 +141,7 @@ class KuboDaemon:
             env["IPFS_TELEMETRY"] = "off"  # lab/test nodes never phone home
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [self.binary, "daemon", "--migrate=true"],
+                [*self.prefix, self.binary, "daemon", "--migrate=true"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
@@ -184,6 +194,7 @@ class KuboDaemon:
         p.wait(timeout=5)
 
     def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no clean shutdown, repo lock left."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=5)
