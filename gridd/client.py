@@ -29,13 +29,16 @@ class Client:
     """A data scientist's handle on the grid (default Kubo at /ip4/127.0.0.1/tcp/5001).
 
     api: Kubo RPC address (default $GRIDD_IPFS_API, then the Kubo default). topic: the
-    compute topic (default $GRIDD_COMPUTE_TOPIC, then gridd/compute/v1). lease: seconds of
-    silence after which a running job is given to another worker.
+    compute topic (default $GRIDD_COMPUTE_TOPIC, then gridd/compute/v2). lease: seconds of
+    silence after which a running job is given to another worker. workers: peer ids of the
+    only workers to give jobs to (a trust list; default anyone on the topic). job_deadline:
+    seconds after which an unfinished job fails with reason "deadline" (None: never).
     """
 
     def __init__(
         self, api: str | None = None, *, topic: str | None = None, lease: float = 10.0,
-        reoffer_every: float = 2.0,
+        reoffer_every: float = 2.0, workers: list[str] | None = None,
+        job_deadline: float | None = 6 * 3600.0,
     ) -> None:
         self.kubo = KuboClient(api)
         try:
@@ -48,6 +51,8 @@ class Client:
         self.topic = topic or os.environ.get(protocol.TOPIC_ENV) or protocol.TOPIC
         self.lease = lease
         self.reoffer_every = reoffer_every
+        self.trusted = frozenset(workers) if workers else None
+        self.job_deadline = job_deadline
         self.uploader = Uploader(self.store)
         self._dispatcher: Dispatcher | None = None
         self._jobs: list[Job] = []
@@ -57,8 +62,9 @@ class Client:
     @property
     def dispatcher(self) -> Dispatcher:
         if self._dispatcher is None:
-            self._dispatcher = Dispatcher(self.broker, self.topic, lease=self.lease,
-                                          reoffer_every=self.reoffer_every).start()
+            self._dispatcher = Dispatcher(
+                self.broker, self.topic, lease=self.lease, reoffer_every=self.reoffer_every,
+                deadline=self.job_deadline, trusted=self.trusted).start()
         return self._dispatcher
 
     def workers(self, wait: float = 3.0, min_workers: int = 1) -> Table:

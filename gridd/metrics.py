@@ -7,6 +7,54 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 TRAINING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
 
+class RuntimeMetrics:
+    """The node runtime (gridd.runtime): what the network sent and what was refused.
+
+    Lives in the same registry as the mode's metrics, so one /metrics shows both.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages_handled = Counter(
+            "gridd_messages_handled", "Pubsub messages handled by the node loop", registry=r
+        )
+        self.messages_dropped = Counter(
+            "gridd_inbox_dropped", "Pubsub messages refused before queueing (oversized, rate, "
+            "sender_share, full)", ["reason"], registry=r,
+        )
+        self.inbox_bytes = Gauge("gridd_inbox_bytes", "Bytes waiting in the inbox", registry=r)
+        self.handler_errors = Counter(
+            "gridd_handler_errors", "Unexpected errors while handling a message", registry=r
+        )
+        self.reader_restarts = Counter(
+            "gridd_reader_restarts", "Subscription reader threads restarted by the watchdog",
+            registry=r,
+        )
+        self.topic_peers = Gauge(
+            "gridd_topic_peers", "Peers subscribed to this node's topic", registry=r
+        )
+        self.redials = Counter(
+            "gridd_peer_redials", "Connections re-dialled to peers seen on our topics", registry=r
+        )
+        self.publish_errors = Counter(
+            "gridd_publish_errors", "Publishes that failed or were dropped", ["reason"],
+            registry=r,
+        )
+        self.fetch_refused = Counter(
+            "gridd_fetch_refused", "Fetches not queued (duplicate, queue_full, "
+            "sender_queue_full)", ["reason"], registry=r,
+        )
+        self.fetch_seconds = Histogram(
+            "gridd_fetch_seconds", "Time of one fetch in the fetch pool",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120), registry=r,
+        )
+        self.senders_throttled = Counter(
+            "gridd_senders_throttled", "Announcements ignored because their sender kept naming "
+            "content nobody serves", registry=r,
+        )
+
+
 class ComputeMetrics:
     """Compute-mode worker: jobs and the cost of running them."""
 
@@ -32,6 +80,7 @@ class ComputeMetrics:
             "gridd_ipfs_fetch_bytes", "Bytes fetched from IPFS", registry=r
         )
         self.fetch_errors = Counter("gridd_ipfs_fetch_errors", "Failed IPFS fetches", registry=r)
+        self.runtime = RuntimeMetrics(r)
 
 
 class TreeMetrics:
@@ -79,6 +128,7 @@ class TreeMetrics:
             "gridd_tree_peers_seen", "Peers heard on the tangle topic or seen as issuers",
             registry=r,
         )
+        self.runtime = RuntimeMetrics(r)
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:

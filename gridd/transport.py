@@ -15,7 +15,9 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gridd.ipfs import (
     ContentTooLarge,
@@ -39,8 +41,21 @@ class Message:
     sender: str  # verified by the network layer (Kubo's `from`), never read from the payload
 
 
+Sink = Callable[[Message], object]
+"""Receives each message in the network's thread (the node runtime's byte-bounded inbox)."""
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """What `Broker.maintain` found: subscribed peers, re-dials made, daemon reachable."""
+
+    topic_peers: int
+    redialed: int = 0
+    reachable: bool = True
+
+
 class Inbox(ABC):
-    """Messages of one subscription, in arrival order."""
+    """One subscription: messages in arrival order (`get`), or handed to a sink."""
 
     topic: str
 
@@ -53,10 +68,21 @@ class Inbox(ABC):
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return True
 
+    @property
+    def alive(self) -> bool:
+        """False when the reader died (the runtime's watchdog then calls restart())."""
+        return True
+
+    def restart(self) -> None:  # noqa: B027 (a reader that cannot die has nothing to do)
+        """Start reading again after the reader died."""
+
 
 class Broker(ABC):
     peer_id: str
     max_message_size: int = MAX_MESSAGE_BYTES
+    blocking: bool = True
+    """Whether publish/topic_peers may wait on a network (then the runtime calls them from
+    its own threads, never from a message loop)."""
 
     def check_size(self, data: bytes) -> None:
         if len(data) > self.max_message_size:
@@ -69,10 +95,18 @@ class Broker(ABC):
     def publish(self, topic: str, data: bytes) -> None: ...
 
     @abstractmethod
-    def subscribe(self, topic: str) -> Inbox: ...
+    def subscribe(self, topic: str, sink: Sink | None = None) -> Inbox: ...
 
     @abstractmethod
     def topic_peers(self, topic: str) -> list[str]: ...
+
+    def maintain(self, topics: Sequence[str]) -> Connectivity:
+        """Keep connected to the peers of `topics` (re-dial the lost); called periodically
+        from a background thread. The default only counts topic peers."""
+        peers: set[str] = set()
+        for topic in topics:
+            peers.update(self.topic_peers(topic))
+        return Connectivity(len(peers))
 
     def wait_for_peers(self, topic: str, min_peers: int = 1, timeout: float = 10.0) -> list[str]:
         """Block until min_peers others subscribe to topic; NoTopicPeers (with the fix) if not."""
@@ -87,6 +121,9 @@ class Broker(ABC):
 
 
 class Store(ABC):
+    blocking: bool = True
+    """Whether get() may wait on a network (then the runtime fetches in its pool)."""
+
     @abstractmethod
     def put(self, data: bytes, pin: bool = True) -> str: ...
 
@@ -104,9 +141,14 @@ class Store(ABC):
 
 
 class _IpfsInbox(Inbox):
-    def __init__(self, client: KuboClient, topic: str) -> None:
+    def __init__(self, client: KuboClient, topic: str, sink: Sink | None = None) -> None:
         self.topic = topic
-        self._sub = Subscription(client, topic)
+
+        def deliver(m: PubsubMessage) -> object:
+            assert sink is not None
+            return sink(Message(topic, m.data, m.sender))
+
+        self._sub = Subscription(client, topic, sink=deliver if sink is not None else None)
 
     def get(self, timeout: float | None = None) -> Message | None:
         m: PubsubMessage | None = self._sub.get(timeout)
@@ -119,6 +161,13 @@ class _IpfsInbox(Inbox):
         self._sub.close()
 
     @property
+    def alive(self) -> bool:
+        return self._sub.alive
+
+    def restart(self) -> None:
+        self._sub.restart()
+
+    @property
     def subscription(self) -> Subscription:
         return self._sub
 
@@ -127,16 +176,26 @@ class IpfsBroker(Broker):
     def __init__(self, client: KuboClient) -> None:
         self.client = client
         self.peer_id = client.id().peer_id
+        self._peering: Any = None
 
     def publish(self, topic: str, data: bytes) -> None:
         self.check_size(data)
         self.client.pubsub_pub(topic, data)
 
-    def subscribe(self, topic: str) -> Inbox:
-        return _IpfsInbox(self.client, topic)
+    def subscribe(self, topic: str, sink: Sink | None = None) -> Inbox:
+        return _IpfsInbox(self.client, topic, sink)
 
     def topic_peers(self, topic: str) -> list[str]:
         return self.client.pubsub_peers(topic)
+
+    def maintain(self, topics: Sequence[str]) -> Connectivity:
+        """Remember the topics' peers and re-dial those lost (Kubo restart, partition)."""
+        if self._peering is None:
+            from gridd.ipfs.peering import TopicPeering
+
+            self._peering = TopicPeering(self.client)
+        status = self._peering.check(list(topics))
+        return Connectivity(status.topic_peers, status.redialed, status.reachable)
 
 
 class IpfsStore(Store):
@@ -166,13 +225,17 @@ def raw_cid(data: bytes) -> str:
 
 
 class _MemoryInbox(Inbox):
-    def __init__(self, net: MemoryNetwork, topic: str) -> None:
+    def __init__(self, net: MemoryNetwork, topic: str, sink: Sink | None = None) -> None:
         self.topic = topic
         self._net = net
+        self._sink = sink
         self._queue: queue.Queue[Message] = queue.Queue()
 
     def deliver(self, msg: Message) -> None:
-        self._queue.put_nowait(msg)
+        if self._sink is not None:
+            self._sink(msg)
+        else:
+            self._queue.put_nowait(msg)
 
     def get(self, timeout: float | None = None) -> Message | None:
         try:
@@ -200,8 +263,8 @@ class MemoryNetwork:
     def store(self) -> MemoryStore:
         return MemoryStore(self)
 
-    def _subscribe(self, peer_id: str, topic: str) -> _MemoryInbox:
-        inbox = _MemoryInbox(self, topic)
+    def _subscribe(self, peer_id: str, topic: str, sink: Sink | None = None) -> _MemoryInbox:
+        inbox = _MemoryInbox(self, topic, sink)
         with self._lock:
             self._subs.setdefault(topic, []).append((peer_id, inbox))
         return inbox
@@ -225,6 +288,8 @@ class MemoryNetwork:
 
 
 class MemoryBroker(Broker):
+    blocking = False
+
     def __init__(self, net: MemoryNetwork, peer_id: str) -> None:
         self.net = net
         self.peer_id = peer_id
@@ -234,8 +299,8 @@ class MemoryBroker(Broker):
         self.check_size(data)
         self.net._publish(self.peer_id, topic, data)
 
-    def subscribe(self, topic: str) -> Inbox:
-        return self.net._subscribe(self.peer_id, topic)
+    def subscribe(self, topic: str, sink: Sink | None = None) -> Inbox:
+        return self.net._subscribe(self.peer_id, topic, sink)
 
     def topic_peers(self, topic: str) -> list[str]:
         return self.net._peers(topic, exclude=self.peer_id)
@@ -243,6 +308,8 @@ class MemoryBroker(Broker):
 
 class MemoryStore(Store):
     """Content shared by every peer of the network (as if IPFS always found a provider)."""
+
+    blocking = False
 
     def __init__(self, net: MemoryNetwork) -> None:
         self.net = net

@@ -135,6 +135,19 @@ class Tangle:
     def is_pending(self, tx_id: str) -> bool:
         return tx_id in self._pending
 
+    def discard_waiting_on(self, missing_id: str) -> list[str]:
+        """Drop the pending transactions that wait, directly or through other pending ones,
+        for `missing_id` (a parent that will not come); returns their ids."""
+        dropped: list[str] = []
+        queue = deque((missing_id,))
+        while queue:
+            for child_id in list(self._waiting.get(queue.popleft(), ())):
+                if child_id in self._pending:
+                    self._drop_pending(child_id)
+                    dropped.append(child_id)
+                    queue.append(child_id)
+        return dropped
+
     def missing_parents(self) -> set[str]:
         """Ids that pending transactions wait for and nobody has supplied yet: fetch these."""
         return {p for p in self._waiting if p not in self._index and p not in self._pending}

@@ -1,7 +1,11 @@
 """The client side of the job protocol: offer, assign, watch the lease, re-offer, resolve once.
 
-`Dispatcher` knows nothing about Keras: a job is CIDs in, a CID out. It runs on any Broker, so
-the same state machine is unit-tested on the in-memory network and used against Kubo.
+`Dispatcher` knows nothing about Keras: a job is CIDs in, a CID out. It runs on the node
+runtime over any Broker, so the same state machine is unit-tested on the in-memory network
+and used against Kubo. Every way a job can fail to end is bounded: at most `max_attempts`
+attempts (a worker that keeps answering `busy`, or keeps going silent, is excluded), an
+overall `deadline`, and `no_worker_timeout` with nobody live. With `trusted` set, only those
+workers are assigned jobs.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gridd.compute import protocol as p
-from gridd.transport import Broker, Inbox
+from gridd.metrics import RuntimeMetrics
+from gridd.runtime import BoundedMap, InboxLimits, Node
+from gridd.transport import Broker, Message
 from gridd.wire import WireError
 
 log = logging.getLogger(__name__)
 
 FINAL = ("done", "failed", "cancelled")
+MAX_ATTEMPTS = 10  # offers of one job before it fails with too_many_attempts
+MAX_BUSY = 2  # `busy` answers from one worker before it is excluded for that job
+MAX_ADS = 4_096  # workers remembered
+TICK = 0.25
 
 
 class JobFailed(RuntimeError):
@@ -72,6 +82,7 @@ class RemoteJob:
     worker: str | None = None
     exclude: set[str] = field(default_factory=set)
     refusals: dict[str, tuple[str, str]] = field(default_factory=dict)
+    busy: dict[str, int] = field(default_factory=dict)  # worker -> `busy` answers
     logs: list[dict[str, float]] = field(default_factory=list)
     epochs: int = 0
     result_cid: str | None = None
@@ -123,25 +134,38 @@ class Dispatcher:
         lease: float = 10.0,
         reoffer_every: float = 2.0,
         no_worker_timeout: float = 60.0,
+        *,
+        deadline: float | None = 6 * 3600.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        trusted: frozenset[str] | None = None,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
+        if not 1 <= max_attempts <= p.MAX_ATTEMPT:
+            raise ValueError(f"max_attempts must be in 1..{p.MAX_ATTEMPT}")
         self.broker = broker
         self.topic = topic
         self.lease = lease
         self.reoffer_every = reoffer_every
         self.no_worker_timeout = no_worker_timeout
+        self.deadline = deadline
+        self.max_attempts = max_attempts
+        self.trusted = trusted or None
         self.peer_id = broker.peer_id
         self.jobs: dict[str, RemoteJob] = {}
-        self.ads: dict[str, WorkerAd] = {}
+        self.ads: BoundedMap[str, WorkerAd] = BoundedMap(MAX_ADS, lru=True)
         self.rejected = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._inbox: Inbox | None = None
+        self.node = Node(broker, topic, self._on_message, name="compute-dispatch",
+                         limits=InboxLimits(max_message_bytes=p.MAX_COMPUTE_MESSAGE),
+                         metrics=metrics)
+        self.node.every(TICK, lambda: self._tick(time.monotonic()), name="dispatch")
         self._thread: threading.Thread | None = None
 
     def start(self, ready_timeout: float = 10.0) -> Dispatcher:
-        self._inbox = self.broker.subscribe(self.topic)
-        self._inbox.wait_ready(ready_timeout)
-        self._thread = threading.Thread(target=self._loop, name="compute-dispatch", daemon=True)
+        self.node.start(ready_timeout)
+        self._thread = threading.Thread(target=self.node.run, args=(self._stop, 0.1),
+                                        name="compute-dispatch", daemon=True)
         self._thread.start()
         return self
 
@@ -149,8 +173,7 @@ class Dispatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        if self._inbox is not None:
-            self._inbox.close()
+        self.node.close()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -158,6 +181,13 @@ class Dispatcher:
         now = time.monotonic()
         with self._lock:
             return [a for a in self.ads.values() if a.alive(now)]
+
+    def wait_workers(self, seconds: float, min_workers: int = 1) -> list[WorkerAd]:
+        """Live workers after waiting up to `seconds` for at least `min_workers`."""
+        deadline = time.monotonic() + seconds
+        while len(self.workers()) < min_workers and time.monotonic() < deadline:
+            self._stop.wait(0.05)
+        return self.workers()
 
     def submit(
         self, model: str, data: dict[str, str], fit: dict[str, Any], nbytes: int,
@@ -182,41 +212,39 @@ class Dispatcher:
 
     def _offer(self, job: RemoteJob) -> None:
         job.last_offer = time.monotonic()
-        self._publish(p.pack(
-            p.OFFER, job=job.id, attempt=job.attempt, model=job.model, data=job.data,
-            fit=job.fit, bytes=job.bytes, exclude=sorted(job.exclude),
-        ))
+        try:
+            data = p.pack(
+                p.OFFER, job=job.id, attempt=job.attempt, model=job.model, data=job.data,
+                fit=job.fit, bytes=job.bytes, exclude=sorted(job.exclude)[-256:],
+            )
+        except WireError as e:  # cannot happen for a job submit() accepted; end it cleanly
+            with self._lock:
+                self._finish(job, "failed", JobFailed(job.id, "bad_job", str(e)))
+            return
+        self._publish(data)
 
     def _publish(self, data: bytes) -> None:
-        try:
-            self.broker.publish(self.topic, data)
-        except Exception as e:  # the next tick retries offers; log and carry on
-            log.warning("publish failed: %s", e)
+        """Best effort, queued by the runtime: the next tick re-offers."""
+        self.node.publish(data)
 
-    def _loop(self) -> None:
-        assert self._inbox is not None
-        next_tick = 0.0
-        while not self._stop.is_set():
-            msg = self._inbox.get(timeout=0.1)
-            if msg is not None and msg.sender != self.peer_id:
-                try:
-                    self.handle(msg.sender, msg.data)
-                except Exception:
-                    log.exception("error handling a message from %s", msg.sender)
-            now = time.monotonic()
-            if now >= next_tick:
-                try:
-                    self._tick(now)
-                except Exception:
-                    log.exception("dispatcher tick failed")
-                next_tick = now + 0.25
+    def _on_message(self, msg: Message) -> None:
+        if msg.sender != self.peer_id:
+            self.handle(msg.sender, msg.data)
 
     def _tick(self, now: float) -> None:
         reoffer: list[RemoteJob] = []
         with self._lock:
+            self.ads.prune(lambda _, a: now - a.seen > 600.0)
             live = {a.peer_id for a in self.ads.values() if a.alive(now)}
             for job in self.jobs.values():
                 if job.finished:
+                    continue
+                if self.deadline is not None and now - job.submitted > self.deadline:
+                    self._finish(job, "failed", JobFailed(
+                        job.id, "deadline", f"not finished {self.deadline:.0f}s after it was "
+                        f"submitted (attempt {job.attempt}, {job.status})", job.worker))
+                    if job.worker:
+                        self._publish(p.pack(p.CANCEL, job=job.id))
                     continue
                 if job.status == "offered":
                     refused_by = set(job.refusals)
@@ -239,13 +267,19 @@ class Dispatcher:
                                 job.id, job.worker, now - job.last_heard, self.lease)
                     if job.worker:
                         job.exclude.add(job.worker)
-                    self._reset(job)
-                    reoffer.append(job)
+                    if self._reset(job, "lease expired"):
+                        reoffer.append(job)
         for job in reoffer:
             self._offer(job)
 
-    def _reset(self, job: RemoteJob) -> None:
-        """Back to 'offered' under a new attempt: the old attempt's messages are now stale."""
+    def _reset(self, job: RemoteJob, why: str) -> bool:
+        """Back to 'offered' under a new attempt (the old attempt's messages are now stale);
+        False when the job has used all its attempts, and is failed instead."""
+        if job.attempt + 1 >= self.max_attempts:
+            self._finish(job, "failed", JobFailed(
+                job.id, "too_many_attempts", f"gave up after {job.attempt + 1} attempts (last: "
+                f"{why}); excluded workers: {len(job.exclude)}", job.worker))
+            return False
         job.attempt += 1
         job.status = "offered"
         job.worker = None
@@ -253,6 +287,7 @@ class Dispatcher:
         job.training_at = None
         job.refusals = {}
         self._notify(job)
+        return True
 
     def _finish(self, job: RemoteJob, status: str, error: JobFailed | None) -> None:
         job.status = status
@@ -277,11 +312,13 @@ class Dispatcher:
             return
         now = time.monotonic()
         if kind == p.AD:
+            if self.trusted is not None and sender not in self.trusted:
+                return  # Client(workers=[...]): others are not our workers
             with self._lock:
                 self.ads[sender] = WorkerAd(sender, body, now)
             return
-        if kind in (p.OFFER, p.ASSIGN, p.CANCEL):
-            return  # other clients' traffic
+        if kind in (p.OFFER, p.ASSIGN, p.CANCEL) or body["owner"] != self.peer_id:
+            return  # other clients' traffic, or about their jobs
         reoffer = None
         with self._lock:
             job = self.jobs.get(body["job"])
@@ -295,7 +332,8 @@ class Dispatcher:
                 return
             if kind == p.CLAIM:
                 if (job.status == "offered" and body["attempt"] == job.attempt
-                        and sender not in job.exclude):
+                        and sender not in job.exclude
+                        and (self.trusted is None or sender in self.trusted)):
                     job.status = "assigned"
                     job.worker = sender
                     job.last_heard = now
@@ -337,10 +375,14 @@ class Dispatcher:
                 if body["reason"] in p.RETRYABLE:
                     log.warning("job %s: %s on %s (%s); re-offering", job.id, body["reason"],
                                 sender, body["error"])
+                    if body["reason"] == "busy":  # a claim it cannot honour counts against it
+                        job.busy[sender] = job.busy.get(sender, 0) + 1
+                        if job.busy[sender] >= MAX_BUSY:
+                            job.exclude.add(sender)
                     if body["reason"] == "shutdown":
                         job.exclude.add(sender)
-                    self._reset(job)
-                    reoffer = job
+                    if self._reset(job, f"{body['reason']} on {sender[:16]}"):
+                        reoffer = job
                 else:
                     self._finish(job, "failed", JobFailed(job.id, body["reason"], body["error"],
                                                           sender))

@@ -6,6 +6,10 @@ then *done* (the trained model's CID) or *failed* (a reason code and a sentence)
 stops beating is re-offered with a higher `attempt`; messages of an older attempt are ignored,
 which is what makes "exactly one result" hold. The author of every message is the pubsub
 sender (Kubo's verified `from`); no body field ever names its own author.
+
+A job is identified by (owner, job id): the owner is the offering client's verified sender,
+so anyone can pick any job id without touching someone else's job. Workers' messages about a
+job carry its `owner`; a client ignores those about jobs that are not its own.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 from gridd.wire import Field, WireError, decode, encode, register
 
-TOPIC = "gridd/compute/v1"
+TOPIC = "gridd/compute/v2"  # v2: messages about a job carry its owner
 TOPIC_ENV = "GRIDD_COMPUTE_TOPIC"  # another topic = a separate grid (tests, private pools)
 # Compute messages only carry CIDs and a few numbers: anything bigger is refused unread.
 MAX_COMPUTE_MESSAGE = 64 * 1024
@@ -68,7 +72,9 @@ def _floats(v: Any) -> bool:
 
 
 JOB = Field(str, max_len=64, check=_job_id, why="job id: 1-64 of [A-Za-z0-9_.-]")
-ATTEMPT = Field(int, check=lambda v: 0 <= v < 1000, why="attempt must be 0..999")
+MAX_ATTEMPT = 999
+ATTEMPT = Field(int, check=lambda v: 0 <= v <= MAX_ATTEMPT, why="attempt must be 0..999")
+OWNER = Field(str, max_len=128, check=lambda v: len(v) > 0, why="owner must be a peer id")
 NONNEG = Field((int, float), check=lambda v: v >= 0, why="must be >= 0")
 
 register(AD, {
@@ -92,15 +98,15 @@ register(OFFER, {
     "bytes": Field(int, check=lambda v: v >= 0, why="bytes must be >= 0"),
     "exclude": Field(list, max_len=256, items=str),
 })
-register(CLAIM, {"job": JOB, "attempt": ATTEMPT})
+register(CLAIM, {"job": JOB, "attempt": ATTEMPT, "owner": OWNER})
 register(ASSIGN, {"job": JOB, "attempt": ATTEMPT, "worker": Field(str, max_len=128)})
 register(BEAT, {
-    "job": JOB, "attempt": ATTEMPT,
+    "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "state": Field(str, check=lambda v: v in ("fetching", "training", "uploading"),
                    why="state must be fetching, training or uploading"),
 })
 register(PROGRESS, {
-    "job": JOB, "attempt": ATTEMPT,
+    "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "first": Field(int, check=lambda v: v >= 0, why="first epoch must be >= 0"),
     "logs": Field(list, max_len=1000, items=dict),
     "epochs": Field(int, check=lambda v: v >= 1, why="epochs must be >= 1"),
@@ -108,7 +114,7 @@ register(PROGRESS, {
 HISTORY = Field(dict, max_len=64, check=lambda h: all(isinstance(v, list) for v in h.values()),
                 why="history values must be lists")
 register(DONE, {
-    "job": JOB, "attempt": ATTEMPT,
+    "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "model": Field(str, check=_cid, why="model must be a CID"),
     # Inline when it fits the message cap, else the CID of a HISTORY blob (long runs).
     "history": Field(dict, required=False, max_len=64, check=HISTORY.check, why=HISTORY.why),
@@ -119,11 +125,11 @@ HISTORY_BLOB = "compute.history"
 MAX_HISTORY_BYTES = 64 * 1024 * 1024
 register(HISTORY_BLOB, {"history": HISTORY})
 register(FAILED, {
-    "job": JOB, "attempt": ATTEMPT,
+    "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
 })
 register(REFUSED, {
-    "job": JOB, "attempt": ATTEMPT,
+    "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
 })
 register(CANCEL, {"job": JOB})

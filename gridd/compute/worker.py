@@ -1,9 +1,12 @@
 """The compute worker: advertise, claim offered jobs, run them, report, keep going.
 
-One thread reads the topic and ticks (ads, lease beats, expiries); each job trains in its own
-thread. Every message that fails its schema, comes from a peer not in --accept-from, or asks
-for more than this worker's limits is refused, counted (gridd_jobs_refused{reason}) and logged
-once, and the loop carries on.
+The node runtime (gridd.runtime.Node) reads the topic into a bounded inbox and runs the
+handler and the tick (ads, lease beats, expiries) on one thread; each job trains in its own
+thread. Jobs are keyed by (owner, job id), the owner being the offer's verified sender, so
+nobody can replace or cancel someone else's job by reusing its id; each owner may have at
+most MAX_OFFERS_PER_OWNER offers waiting. Every message that fails its schema, comes from a
+peer not in --accept-from, or asks for more than this worker's limits is refused, counted
+(gridd_jobs_refused{reason}) and logged once, and the loop carries on.
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ from gridd.compute.jobs import JobContext, JobError, JobSpec, Trainer
 from gridd.compute.settings import ComputeSettings
 from gridd.compute.sysinfo import MachineInfo, load, machine_info
 from gridd.metrics import ComputeMetrics
-from gridd.transport import Broker, Inbox, Store
+from gridd.runtime import BoundedMap, InboxLimits, Node
+from gridd.transport import Broker, Message, Store
 from gridd.wire import WireError
 
 log = logging.getLogger(__name__)
 
 OFFER_TTL = 60.0  # forget an offer nobody re-sent for this long
 MAX_PENDING = 1_000  # offers waiting for a free slot; more is a flood
-MAX_REMEMBERED = 10_000  # refused (job, attempt) pairs kept to count each refusal once
+MAX_OFFERS_PER_OWNER = 16  # of which from one client
+MAX_REMEMBERED = 10_000  # refused (owner, job, attempt) kept to count each refusal once
+
+JobKey = tuple[str, str]  # (owner, job id)
 
 
 @dataclass
@@ -63,23 +70,26 @@ class ComputeWorker:
         self.info = info or machine_info(with_tf=False)
         self.peer_id = broker.peer_id
         self._lock = threading.RLock()
-        self._offers: dict[str, _Offer] = {}
-        self._claims: dict[str, _Claim] = {}
-        self._running: dict[str, JobContext] = {}
-        self._threads: dict[str, threading.Thread] = {}
-        self._refused: set[tuple[str, int]] = set()
+        self._offers: dict[JobKey, _Offer] = {}
+        self._claims: dict[JobKey, _Claim] = {}
+        self._running: dict[JobKey, JobContext] = {}
+        self._threads: dict[JobKey, threading.Thread] = {}
+        self._refused: BoundedMap[tuple[str, str, int], None] = BoundedMap(MAX_REMEMBERED)
         self._stop = threading.Event()
         self._shutdown = threading.Event()
-        self._inbox: Inbox | None = None
+        self.node = Node(broker, settings.topic, self._on_message, name="compute-worker",
+                         limits=InboxLimits(max_message_bytes=p.MAX_COMPUTE_MESSAGE),
+                         metrics=self.metrics.runtime)
+        self.node.every(settings.heartbeat_interval, self._tick, name="heartbeat")
         self._thread: threading.Thread | None = None
         self.claim_ttl = max(5.0, 3 * settings.heartbeat_interval)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, ready_timeout: float = 10.0) -> ComputeWorker:
-        self._inbox = self.broker.subscribe(self.settings.topic)
-        self._inbox.wait_ready(ready_timeout)
-        self._thread = threading.Thread(target=self._loop, name="compute-worker", daemon=True)
+        self.node.start(ready_timeout)
+        self._thread = threading.Thread(target=self.node.run, args=(self._stop,),
+                                        name="compute-worker", daemon=True)
         self._thread.start()
         return self
 
@@ -94,8 +104,7 @@ class ComputeWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._inbox is not None:
-            self._inbox.close()
+        self.node.close()
 
     def request_stop(self) -> None:
         """Make wait() return (safe to call from a signal handler)."""
@@ -112,34 +121,19 @@ class ComputeWorker:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        interval = self.settings.heartbeat_interval
-        next_tick = 0.0
-        assert self._inbox is not None
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_tick:
-                try:
-                    self._tick(now)
-                except Exception:  # a failed publish must not stop the worker
-                    log.exception("worker tick failed")
-                next_tick = now + interval
-            msg = self._inbox.get(timeout=min(0.2, max(0.01, next_tick - time.monotonic())))
-            if msg is None or msg.sender == self.peer_id:
-                continue
-            try:
-                self.handle(msg.sender, msg.data)
-            except Exception:  # never let one message kill the worker
-                log.exception("error handling a message from %s", msg.sender)
+    def _on_message(self, msg: Message) -> None:
+        if msg.sender != self.peer_id:
+            self.handle(msg.sender, msg.data)
 
-    def _tick(self, now: float) -> None:
+    def _tick(self) -> None:
+        now = time.monotonic()
         with self._lock:
-            for job, claim in list(self._claims.items()):
+            for key, claim in list(self._claims.items()):
                 if claim.until < now:
-                    del self._claims[job]
-            for job, offer in list(self._offers.items()):
+                    del self._claims[key]
+            for key, offer in list(self._offers.items()):
                 if offer.refreshed + OFFER_TTL < now:
-                    del self._offers[job]
+                    del self._offers[key]
             beats = [(c.spec, c.state) for c in self._running.values()]
         self._advertise()
         for spec, state in beats:
@@ -148,7 +142,7 @@ class ComputeWorker:
 
     def _advertise(self) -> None:
         with self._lock:
-            running = sorted(self._running)
+            running = sorted(job for _, job in self._running)
         self._publish(p.pack(
             p.AD, slots=self.settings.slots, free=self.free_slots, cpus=self.info.cpus,
             memory=self.info.memory, gpus=list(self.info.gpus), tf=self.info.tf[:32],
@@ -180,42 +174,42 @@ class ComputeWorker:
     def _on_offer(self, sender: str, body: dict[str, Any]) -> None:
         spec = JobSpec(body["job"], body["attempt"], sender, body["model"], dict(body["data"]),
                        dict(body["fit"]), body["bytes"])
+        key = (sender, spec.job)
         with self._lock:
-            ctx = self._running.get(spec.job)
-            if ctx is not None and ctx.spec.owner == sender and spec.attempt > ctx.spec.attempt:
+            ctx = self._running.get(key)
+            if ctx is not None and spec.attempt > ctx.spec.attempt:
                 ctx.stop("superseded")  # the client gave up on us; don't finish for nothing
             if self.peer_id in body["exclude"]:
                 return
-            if (spec.job, spec.attempt) in self._refused:
+            if (sender, spec.job, spec.attempt) in self._refused:
                 return
         problem = self._check_offer(spec)
         if problem is not None:
             reason, detail = problem
             with self._lock:
-                if len(self._refused) > MAX_REMEMBERED:
-                    self._refused.clear()  # only dedupes log lines; forgetting is harmless
-                self._refused.add((spec.job, spec.attempt))
+                self._refused[(sender, spec.job, spec.attempt)] = None
             self.refuse(reason, f"job {spec.job}: {detail}", sender)
-            self._publish(p.pack(p.REFUSED, job=spec.job, attempt=spec.attempt, reason=reason,
-                                 error=detail[:2000]))
+            self._send(p.REFUSED, spec, reason=reason, error=detail[:2000])
             return
         with self._lock:
-            stale = self._claims.get(spec.job)
+            stale = self._claims.get(key)
             if stale is not None and stale.spec.attempt < spec.attempt:
-                del self._claims[spec.job]  # our claim lost that attempt; claim the new one
-            if spec.job in self._running or spec.job in self._claims:
+                del self._claims[key]  # our claim lost that attempt; claim the new one
+            if key in self._running or key in self._claims:
                 return
-            old = self._offers.get(spec.job)
-            if old is None and len(self._offers) >= MAX_PENDING:
-                full = True
-            else:
-                full = False
+            old = self._offers.get(key)
+            full = ""
+            if old is None:
+                if len(self._offers) >= MAX_PENDING:
+                    full = f"{MAX_PENDING} offers already pending"
+                elif sum(1 for o, _ in self._offers if o == sender) >= MAX_OFFERS_PER_OWNER:
+                    full = f"{MAX_OFFERS_PER_OWNER} offers from this client already pending"
+            if not full:
                 # A re-offer refreshes the offer but keeps its place in the queue.
                 first_seen = old.seen if old is not None else time.monotonic()
-                self._offers[spec.job] = _Offer(spec, first_seen, time.monotonic())
+                self._offers[key] = _Offer(spec, first_seen, time.monotonic())
         if full:
-            self.refuse("queue_full", f"job {spec.job}: {MAX_PENDING} offers already pending",
-                        sender)
+            self.refuse("queue_full", f"job {spec.job}: {full}", sender)
             return
         self._claim_more()
 
@@ -239,61 +233,56 @@ class ComputeWorker:
         to_claim: list[JobSpec] = []
         with self._lock:
             free = self.settings.slots - len(self._running) - len(self._claims)
-            for job, offer in sorted(self._offers.items(), key=lambda kv: kv[1].seen):
+            for key, offer in sorted(self._offers.items(), key=lambda kv: kv[1].seen):
                 if free <= 0:
                     break
-                if job in self._claims or job in self._running:
+                if key in self._claims or key in self._running:
                     continue
-                self._claims[job] = _Claim(offer.spec, time.monotonic() + self.claim_ttl)
+                self._claims[key] = _Claim(offer.spec, time.monotonic() + self.claim_ttl)
                 to_claim.append(offer.spec)
                 free -= 1
         for spec in to_claim:
-            self._publish(p.pack(p.CLAIM, job=spec.job, attempt=spec.attempt))
+            self._send(p.CLAIM, spec)
 
     def _on_assign(self, sender: str, body: dict[str, Any]) -> None:
-        job, attempt, worker = body["job"], body["attempt"], body["worker"]
+        attempt, worker = body["attempt"], body["worker"]
+        key = (sender, body["job"])  # only the job's owner can assign it
         with self._lock:
-            offer = self._offers.get(job)
-            claim = self._claims.get(job)
+            offer = self._offers.get(key)
+            claim = self._claims.get(key)
             known = claim.spec if claim else (offer.spec if offer else None)
-            if known is None or known.owner != sender:
-                ctx = self._running.get(job)
-                if ctx is not None and ctx.spec.owner == sender and worker != self.peer_id \
-                        and attempt > ctx.spec.attempt:
+            if known is None:
+                ctx = self._running.get(key)
+                if ctx is not None and worker != self.peer_id and attempt > ctx.spec.attempt:
                     ctx.stop("superseded")
-                return  # an assignment for an offer we never saw (or from someone else)
+                return  # an assignment for an offer we never saw
             action: JobSpec | str | None
             if worker != self.peer_id:  # someone else got it: free our reservation
-                self._offers.pop(job, None)
-                self._claims.pop(job, None)
+                self._offers.pop(key, None)
+                self._claims.pop(key, None)
                 action = None
-            elif job in self._running or attempt != known.attempt:
+            elif key in self._running or attempt != known.attempt:
                 return  # a repeated assignment, or one for an attempt we did not claim
             elif claim is None and self.free_slots == 0:
                 action = "busy"
             else:
-                self._claims.pop(job, None)
-                self._offers.pop(job, None)
+                self._claims.pop(key, None)
+                self._offers.pop(key, None)
                 action = known
         if action is None:
             self._claim_more()
         elif isinstance(action, str):
-            self._publish(p.pack(p.FAILED, job=job, attempt=attempt, reason=action,
-                                 error="worker has no free slot"))
+            self._send(p.FAILED, known, reason=action, error="worker has no free slot")
         else:
             self._start_job(action)
 
     def _on_cancel(self, sender: str, body: dict[str, Any]) -> None:
-        job = body["job"]
+        key = (sender, body["job"])  # only the job's owner can cancel it
         with self._lock:
-            offer = self._offers.get(job)
-            if offer is not None and offer.spec.owner == sender:
-                del self._offers[job]
-            claim = self._claims.get(job)
-            if claim is not None and claim.spec.owner == sender:
-                del self._claims[job]
-            ctx = self._running.get(job)
-            if ctx is not None and ctx.spec.owner == sender:
+            self._offers.pop(key, None)
+            self._claims.pop(key, None)
+            ctx = self._running.get(key)
+            if ctx is not None:
                 ctx.stop("cancelled")
         self._claim_more()
 
@@ -309,8 +298,8 @@ class ComputeWorker:
         t = threading.Thread(target=self._run_job, args=(ctx,), name=f"job:{spec.job}",
                              daemon=True)
         with self._lock:
-            self._running[spec.job] = ctx
-            self._threads[spec.job] = t
+            self._running[(spec.owner, spec.job)] = ctx
+            self._threads[(spec.owner, spec.job)] = t
         self.metrics.jobs_accepted.inc()
         self.metrics.jobs_running.inc()
         log.info("job %s (attempt %d) from %s: started", spec.job, spec.attempt, spec.owner)
@@ -327,12 +316,12 @@ class ComputeWorker:
             self.metrics.training_seconds.observe(time.monotonic() - t0)
             seconds = round(time.monotonic() - t0, 3)
             try:
-                done = p.pack(p.DONE, job=spec.job, attempt=spec.attempt, model=cid,
-                              history=result.history, seconds=seconds)
+                done = p.pack(p.DONE, job=spec.job, attempt=spec.attempt, owner=spec.owner,
+                              model=cid, history=result.history, seconds=seconds)
             except WireError:  # a long run's history: too big for a message, so by CID
                 hcid = self.store.put(p.pack_history(result.history))
-                done = p.pack(p.DONE, job=spec.job, attempt=spec.attempt, model=cid,
-                              history_cid=hcid, seconds=seconds)
+                done = p.pack(p.DONE, job=spec.job, attempt=spec.attempt, owner=spec.owner,
+                              model=cid, history_cid=hcid, seconds=seconds)
             self._publish(done)
             self.metrics.jobs_completed.inc()
             log.info("job %s: done in %.1fs -> %s", spec.job, time.monotonic() - t0, cid)
@@ -350,19 +339,19 @@ class ComputeWorker:
             self._send(p.FAILED, spec, reason="error", error=f"{type(e).__name__}: {e}"[:2000])
         finally:
             with self._lock:
-                self._running.pop(spec.job, None)
-                self._threads.pop(spec.job, None)
+                self._running.pop((spec.owner, spec.job), None)
+                self._threads.pop((spec.owner, spec.job), None)
             self.metrics.jobs_running.dec()
             self._claim_more()
 
     def _send(self, kind: str, spec: JobSpec, **body: Any) -> None:
+        """A message about one job (addressed to its owner)."""
         try:
-            self._publish(p.pack(kind, job=spec.job, attempt=spec.attempt, **body))
+            self._publish(p.pack(kind, job=spec.job, attempt=spec.attempt, owner=spec.owner,
+                                 **body))
         except WireError:
             log.exception("cannot encode %s for job %s", kind, spec.job)
 
     def _publish(self, data: bytes) -> None:
-        try:
-            self.broker.publish(self.settings.topic, data)
-        except Exception as e:  # Kubo down for a moment: the next tick re-sends state
-            log.warning("publish failed: %s", e)
+        """Best effort, queued by the runtime: the next tick re-sends state anyway."""
+        self.node.publish(data)

@@ -13,6 +13,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -23,21 +24,61 @@ log = logging.getLogger(__name__)
 
 
 class Subscription:
-    """Reads one topic in a background thread; get() returns messages in arrival order."""
+    """Reads one topic in a background thread.
 
-    def __init__(self, client: KuboClient, topic: str, max_queue: int = 10_000) -> None:
+    Without `sink`, get() returns messages in arrival order from a queue of at most
+    `max_queue` messages. With `sink`, each message is handed to it in the reader thread
+    (gridd's node runtime passes a byte-bounded inbox that applies its limits there). If the
+    thread dies of an unexpected error, `alive` turns false and `restart()` starts a new one.
+    """
+
+    def __init__(self, client: KuboClient, topic: str, max_queue: int = 10_000,
+                 sink: Callable[[PubsubMessage], object] | None = None) -> None:
         self.client = client
         self.topic = topic
         self.dropped = 0
         self.reconnects = 0
+        self.restarts = 0
         self.last_error: Exception | None = None
         self._queue: queue.Queue[PubsubMessage] = queue.Queue(maxsize=max_queue)
+        self._sink = sink
         self._closed = threading.Event()
         self._connected = threading.Event()
         self._http: httpx.Client | None = None
         self._response: httpx.Response | None = None
-        self._thread = threading.Thread(target=self._run, name=f"sub:{topic}", daemon=True)
-        self._thread.start()
+        self._thread = self._start_thread()
+
+    def _start_thread(self) -> threading.Thread:
+        t = threading.Thread(target=self._run_logged, name=f"sub:{self.topic}", daemon=True)
+        t.start()
+        return t
+
+    @property
+    def alive(self) -> bool:
+        """False once the reader thread died (closing is not dying)."""
+        return self._closed.is_set() or self._thread.is_alive()
+
+    def restart(self) -> None:
+        """Start a new reader thread if the old one died."""
+        if not self.alive:
+            self.restarts += 1
+            self._thread = self._start_thread()
+
+    def _run_logged(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            log.exception("subscription reader for %s died; the watchdog restarts it", self.topic)
+            raise
+
+    def _deliver(self, msg: PubsubMessage) -> None:
+        if self._sink is not None:
+            self._sink(msg)
+            return
+        try:
+            self._queue.put_nowait(msg)
+        except queue.Full:
+            self.dropped += 1
 
     def _run(self) -> None:
         backoff = 0.1
@@ -50,10 +91,7 @@ class Subscription:
                 )
                 for msg in stream:
                     backoff = 0.1
-                    try:
-                        self._queue.put_nowait(msg)
-                    except queue.Full:
-                        self.dropped += 1
+                    self._deliver(msg)
                 # Stream ended cleanly: the daemon went away (shutdown) — reconnect.
             except (httpx.HTTPError, IPFSError, ValueError, OSError) as e:
                 self.last_error = e

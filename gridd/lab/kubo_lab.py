@@ -31,6 +31,7 @@ from gridd.lab.staleness import median_staleness
 from gridd.localports import free_port
 from gridd.transport import IpfsBroker, IpfsStore
 from gridd.tree.genesis import create_genesis
+from gridd.tree.notebook import make_observer
 from gridd.tree.peer import TreePeer
 
 Progress = Callable[[int, float, int], None]
@@ -111,9 +112,8 @@ def run_kubo_lab(
         store = IpfsStore(lab_client)
         genesis_id = create_genesis(store, digits_recipe(), init_seed=opts.seed, issuer="lab")
         result = LabResult(opts, genesis_id)
-        observer = TreePeer(genesis_id=genesis_id, broker=IpfsBroker(lab_client), store=store,
-                            dataset=observer_data(data), settings=opts.tree_settings("ipfs"),
-                            seed=opts.seed + 10_000)
+        observer = make_observer(genesis_id, IpfsBroker(lab_client), store, observer_data(data),
+                                 opts.tree_settings("ipfs"), seed=opts.seed + 10_000)
         observer.open()
         start_acc = holdout_accuracy(digits_recipe(), observer.consensus_weights(), data.x_test,
                                      data.y_test)

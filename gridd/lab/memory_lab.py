@@ -23,8 +23,9 @@ from gridd.lab.attackers import RandomWeightsAttacker
 from gridd.lab.options import LabOptions, LabResult, Point, digits_recipe, holdout_accuracy
 from gridd.lab.partition import LabData, observer_data
 from gridd.lab.staleness import median_staleness
-from gridd.transport import Broker, Inbox, MemoryNetwork
+from gridd.transport import Broker, Inbox, MemoryNetwork, Sink
 from gridd.tree.genesis import create_genesis
+from gridd.tree.notebook import make_observer
 from gridd.tree.peer import TreePeer
 
 Progress = Callable[[int, float, int], None]  # (client_epochs, accuracy, transactions)
@@ -44,13 +45,14 @@ class OverlapBroker(Broker):
         self.clock = clock
         self.peer_id = inner.peer_id
         self.max_message_size = inner.max_message_size
+        self.blocking = inner.blocking
 
     def publish(self, topic: str, data: bytes) -> None:
         self.check_size(data)
         self.clock.hold(self.inner, topic, data)
 
-    def subscribe(self, topic: str) -> Inbox:
-        return self.inner.subscribe(topic)
+    def subscribe(self, topic: str, sink: Sink | None = None) -> Inbox:
+        return self.inner.subscribe(topic, sink)
 
     def topic_peers(self, topic: str) -> list[str]:
         return self.inner.topic_peers(topic)
@@ -95,8 +97,8 @@ def run_memory_lab(opts: LabOptions, data: LabData, progress: Progress | None = 
             peers.append(TreePeer(genesis_id=genesis_id, broker=broker, store=net.store(),
                                   dataset=dataset, settings=settings, seed=opts.seed + i,
                                   prefer="numpy" if opts.model == "no_tf" else "keras"))
-    observer = TreePeer(genesis_id=genesis_id, broker=net.broker("observer"), store=net.store(),
-                        dataset=observer_data(data), settings=settings, seed=opts.seed + 10_000)
+    observer = make_observer(genesis_id, net.broker("observer"), net.store(),
+                             observer_data(data), settings, seed=opts.seed + 10_000)
     for p in (*peers, observer):
         p.open()
     result = LabResult(opts, genesis_id)

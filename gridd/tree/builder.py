@@ -7,25 +7,34 @@ gridd.tree.messages: the record CID is derived from the id) and repeats the same
 it, down to transactions the peer already has. So a late joiner that hears one head pulls
 the whole history it lacks.
 
-Failures are kept apart by cause:
+Nothing here waits on the network. Fetches run in the node's fetch pool (gridd.runtime),
+each attributed to the peer whose announcement caused it; results come back as callbacks
+on the loop thread. Everything remembered is bounded (`BoundedMap`) and pruned:
+
 * content that can never be valid (weights of the wrong shape, NaN/inf, oversized,
   undecodable, or a transaction approving such a one) is rejected for good: counted with
   its reason, logged once, remembered so it is never fetched again;
 * a message that lies about its sender is dropped (counted) but its id is *not*
   remembered, so nobody can block an honest transaction by replaying it first;
-* content that is unavailable right now (timeout, no provider) is retried with backoff,
-  then dropped (counted as "unavailable") until something names it again.
+* content that is unavailable (timeout, no provider) is retried with backoff, then given
+  up: weights after MAX_WEIGHT_ATTEMPTS, a head named by someone after
+  MAX_RUMOUR_ATTEMPTS, a missing parent after MAX_PARENT_ATTEMPTS (the transactions
+  waiting for it are dropped from the pending set). Given-up ids are ignored for
+  GIVE_UP_SECONDS, after which an announcement may name them again;
+* a sender whose announcements keep naming content nobody serves collects strikes (they
+  decay with a half-life); over STRIKE_LIMIT its announcements are ignored and its queued
+  fetches dropped, so it cannot keep the pool busy with timeouts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gridd.metrics import TreeMetrics
+from gridd.runtime import BoundedMap, FetchPool, FetchResult
 from gridd.transport import Store
 from gridd.tree.genesis import put_record
 from gridd.tree.messages import MAX_RECORD_BYTES, decode_record, record_cid
@@ -35,11 +44,21 @@ from tangle import DuplicateTransaction, InvalidTransaction, Tangle, TangleLog, 
 log = logging.getLogger(__name__)
 
 MAX_REJECTED = 100_000
+MAX_AWAITING = 1_024  # transactions whose weights are being fetched
+MAX_WANTED = 4_096  # records to fetch (missing parents and named heads)
+MAX_RUMOURS = 1_024  # of which named only in someone's heads
 MAX_WEIGHT_ATTEMPTS = 6
 MAX_RUMOUR_ATTEMPTS = 4
-MAX_RUMOURS = 4_096
+MAX_PARENT_ATTEMPTS = 8
+GIVE_UP_SECONDS = 600.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 60.0
+STRIKE_LIMIT = 8.0
+STRIKE_HALF_LIFE = 120.0  # seconds
+MAX_SENDERS = 4_096
+MAX_PUMP_ROUNDS = 10_000  # inline fetches (memory store) cascade within one pump
+
+Inserted = Callable[[list[Transaction]], None]
 
 
 @dataclass
@@ -52,6 +71,30 @@ class _Retry:
         self.next_try = now + min(BACKOFF_MAX, BACKOFF_START * 2 ** (self.attempts - 1))
 
 
+@dataclass
+class _Awaiting:
+    """A transaction waiting for its weights."""
+
+    tx: Transaction
+    origin: str | None
+    retry: _Retry = field(default_factory=_Retry)
+
+
+@dataclass
+class _Wanted:
+    """A record to fetch: a missing parent, or a head someone named (`rumour`)."""
+
+    origin: str | None
+    rumour: bool
+    retry: _Retry = field(default_factory=_Retry)
+
+
+@dataclass
+class _Strikes:
+    count: float
+    stamp: float
+
+
 class TangleBuilder:
     """Inserts offered or fetched transactions into `tangle`; see the module docstring."""
 
@@ -60,25 +103,29 @@ class TangleBuilder:
         tangle: Tangle,
         bank: WeightsBank,
         store: Store,
+        fetcher: FetchPool,
         *,
         timeout: float,
         txlog: TangleLog | None = None,
         metrics: TreeMetrics | None = None,
+        on_insert: Inserted | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tangle = tangle
         self.bank = bank
         self.store = store
+        self.fetcher = fetcher
         self.timeout = timeout
         self.txlog = txlog
         self.metrics = metrics
+        self.on_insert = on_insert
         self.clock = clock
-        self.rejected: OrderedDict[str, str] = OrderedDict()
-        self._wanted: dict[str, _Retry] = {}  # ids whose records we still need
-        self._rumours: set[str] = set()  # wanted only because someone's heads named them
-        self._given_up: OrderedDict[str, None] = OrderedDict()
-        self._stalled: dict[str, tuple[Transaction, _Retry]] = {}  # weights not fetched yet
-        self._logged: set[tuple[str, str]] = set()
+        self.rejected: BoundedMap[str, str] = BoundedMap(MAX_REJECTED)
+        self._awaiting: BoundedMap[str, _Awaiting] = BoundedMap(MAX_AWAITING)
+        self._wanted: BoundedMap[str, _Wanted] = BoundedMap(MAX_WANTED)
+        self._given_up: BoundedMap[str, float] = BoundedMap(MAX_REJECTED)  # id -> until
+        self._strikes: BoundedMap[str, _Strikes] = BoundedMap(MAX_SENDERS, lru=True)
+        self._logged: BoundedMap[tuple[str, str], None] = BoundedMap(MAX_REJECTED)
         self.inserted_from_network = 0
 
     # -- rejection bookkeeping -------------------------------------------------------------
@@ -90,34 +137,89 @@ class TangleBuilder:
             self.metrics.tx_rejected.labels(reason=reason).inc()
         key = (reason, tx_id or message)
         if key not in self._logged:
-            if len(self._logged) > MAX_REJECTED:
-                self._logged.clear()
-            self._logged.add(key)
+            self._logged[key] = None
             log.warning("rejected (%s): %s", reason, message)
-        if remember and tx_id is not None:
-            self.rejected[tx_id] = reason
-            while len(self.rejected) > MAX_REJECTED:
-                self.rejected.popitem(last=False)
+        if tx_id is not None:
+            self._awaiting.pop(tx_id, None)
             self._wanted.pop(tx_id, None)
-            self._rumours.discard(tx_id)
-            self._stalled.pop(tx_id, None)
+            if remember:
+                self.rejected[tx_id] = reason
+                for child in self.tangle.discard_waiting_on(tx_id):  # approve bad content
+                    self.reject("bad_parent", f"{child[:12]} approves rejected {tx_id[:12]}",
+                                child)
 
     def knows(self, tx_id: str) -> bool:
         t = self.tangle
-        return tx_id in t or t.is_pending(tx_id) or tx_id in self.rejected or tx_id in self._stalled
+        return (tx_id in t or t.is_pending(tx_id) or tx_id in self.rejected
+                or tx_id in self._awaiting)
+
+    @property
+    def outstanding(self) -> int:
+        """Records or weights still to fetch."""
+        return len(self._wanted) + len(self._awaiting)
+
+    @property
+    def wanted_count(self) -> int:
+        return len(self._wanted)
+
+    # -- senders that name content nobody serves --------------------------------------------
+
+    def strikes(self, sender: str | None) -> float:
+        if sender is None:
+            return 0.0
+        s = self._strikes.get(sender)
+        if s is None:
+            return 0.0
+        now = self.clock()
+        s.count *= 0.5 ** (max(0.0, now - s.stamp) / STRIKE_HALF_LIFE)
+        s.stamp = now
+        return s.count
+
+    def throttled(self, sender: str | None) -> bool:
+        return self.strikes(sender) >= STRIKE_LIMIT
+
+    def _strike(self, sender: str | None) -> None:
+        if sender is None:
+            return
+        was = self.throttled(sender)
+        s = self._strikes.get(sender)
+        if s is None:
+            self._strikes[sender] = _Strikes(1.0, self.clock())
+        else:
+            s.count += 1.0
+        if not was and self.throttled(sender):
+            log.warning("throttling %s: its announcements keep naming content nobody serves",
+                        sender[:60])
+            self._wanted.prune(lambda _, w: w.rumour and w.origin == sender)
+
+    def _credit(self, sender: str | None) -> None:
+        s = self._strikes.get(sender) if sender is not None else None
+        if s is not None:
+            s.count = max(0.0, s.count - 1.0)
+
+    def _refuse_throttled(self, sender: str | None) -> bool:
+        if not self.throttled(sender):
+            return False
+        if self.metrics:
+            self.metrics.runtime.senders_throttled.inc()
+        return True
 
     # -- offering ------------------------------------------------------------------------------
 
-    def offer(self, tx: Transaction, *, sender: str | None = None) -> list[Transaction]:
-        """Try to bring `tx` in; returns the transactions that entered the tangle (in order).
+    def offer(self, tx: Transaction, *, sender: str | None = None,
+              origin: str | None = None) -> list[Transaction]:
+        """Try to bring `tx` in; returns what entered the tangle now (usually nothing: the
+        weights are fetched in the pool, and `on_insert` reports the insertion later).
 
         `sender` (the verified pubsub sender of a `tree.tx` announcement) must equal the
-        issuer; fetched history (sender None) is authenticated by its hash chain only.
+        issuer; fetched history (sender None) is authenticated by its hash chain only and
+        attributed to `origin`, the peer whose announcement led to it.
         """
         if sender is not None and tx.issuer != sender:
             self.reject("bad_issuer", f"{tx.id[:12]} claims issuer {tx.issuer[:60]!r} but was "
                         f"sent by {sender[:60]!r}", tx.id, remember=False)
             return []
+        origin = sender if sender is not None else origin
         if self.knows(tx.id):
             return []
         if not tx.parents:
@@ -127,7 +229,14 @@ class TangleBuilder:
         if bad_parent is not None:
             self.reject("bad_parent", f"{tx.id[:12]} approves rejected {bad_parent[:12]}", tx.id)
             return []
-        return self._with_weights(tx)
+        if self._refuse_throttled(origin):
+            return []
+        self._wanted.pop(tx.id, None)
+        if self.bank.cached(tx.weights_cid) is not None:
+            return self._insert(tx, origin)
+        self._awaiting[tx.id] = _Awaiting(tx, origin)
+        self._request_weights(tx.weights_cid, origin)
+        return []
 
     def offer_record(self, data: bytes, *, sender: str | None = None,
                      expect_id: str | None = None) -> list[Transaction]:
@@ -138,33 +247,42 @@ class TangleBuilder:
             return []
         return self.offer(tx, sender=sender)
 
-    def _with_weights(self, tx: Transaction) -> list[Transaction]:
-        try:
-            self.bank.get(tx.weights_cid)
-        except RejectedWeights as e:
-            self.reject(e.reason, f"transaction {tx.id[:12]} from {tx.issuer[:60]}: {e}", tx.id)
-            return []
-        except Exception as e:  # unavailable now (timeout, IPFS down): retry later
-            _, retry = self._stalled.get(tx.id, (tx, _Retry()))
-            retry.failed(self.clock())
-            if retry.attempts >= MAX_WEIGHT_ATTEMPTS:
+    def _request_weights(self, cid: str, origin: str | None) -> None:
+        self.fetcher.submit(("weights", cid), lambda left: self.bank.load(cid, left),
+                            timeout=self.timeout, done=self._weights_fetched, sender=origin)
+
+    def _weights_fetched(self, result: FetchResult) -> None:
+        cid = result.key[1]  # type: ignore[index]
+        waiting = [a for a in self._awaiting.values() if a.tx.weights_cid == cid]
+        if result.ok:
+            self.bank.remember(cid, result.value)
+            for a in waiting:
+                self._awaiting.pop(a.tx.id, None)
+                self._credit(a.origin)
+                self._insert(a.tx, a.origin)
+            return
+        error = result.error
+        for a in waiting:
+            if isinstance(error, RejectedWeights):
+                self.reject(error.reason, f"transaction {a.tx.id[:12]} from "
+                            f"{a.tx.issuer[:60]}: {error}", a.tx.id)
+                continue
+            self._strike(a.origin)
+            a.retry.failed(self.clock())
+            if a.retry.attempts >= MAX_WEIGHT_ATTEMPTS:
                 # not remembered: the content may come back (a provider restarts), and a
-                # child naming this parent will start the fetch again
-                self._stalled.pop(tx.id, None)
-                self.reject("unavailable", f"weights of {tx.id[:12]} unavailable after "
-                            f"{retry.attempts} attempts: {e}", tx.id, remember=False)
+                # child naming this transaction will start the fetch again
+                self.reject("unavailable", f"weights of {a.tx.id[:12]} unavailable after "
+                            f"{a.retry.attempts} attempts: {error}", a.tx.id, remember=False)
             else:
-                self._stalled[tx.id] = (tx, retry)
-                log.debug("weights of %s not available yet (%s); will retry", tx.id[:12], e)
+                log.debug("weights of %s not available yet (%s); will retry", a.tx.id[:12],
+                          error)
+
+    def _insert(self, tx: Transaction, origin: str | None) -> list[Transaction]:
+        bad_parent = next((p for p in tx.parents if p in self.rejected), None)
+        if bad_parent is not None:  # rejected while this one's weights were being fetched
+            self.reject("bad_parent", f"{tx.id[:12]} approves rejected {bad_parent[:12]}", tx.id)
             return []
-        self._stalled.pop(tx.id, None)
-        self._wanted.pop(tx.id, None)
-        self._rumours.discard(tx.id)
-        try:
-            self.bank.pin(tx.weights_cid)
-            put_record(self.store, tx)  # so we serve this record to peers catching up
-        except Exception as e:  # keep going: pinning is protection, not a precondition
-            log.warning("could not pin %s: %s", tx.id[:12], e)
         try:
             inserted = self.tangle.add(tx)
         except DuplicateTransaction:
@@ -172,96 +290,132 @@ class TangleBuilder:
         except InvalidTransaction as e:
             self.reject("bad_record", f"{tx.id[:12]}: {e}", tx.id)
             return []
+        # Pin the weights and serve the record to peers catching up (a local Kubo call, in
+        # the pool so the loop never waits on it); only inserted transactions are logged,
+        # so pending ones (which anyone can invent) never reach the disk.
+        self.fetcher.submit(("keep", tx.id), lambda _left: self._keep(tx), timeout=self.timeout,
+                            done=_ignore)
         if self.txlog is not None:
-            self.txlog.append(tx, sync=True)
+            for t in inserted:
+                self.txlog.append(t, sync=True)
         if not inserted:
-            self.want(p for p in tx.parents if p not in self.tangle)
+            self.want((p for p in tx.parents if p not in self.tangle), origin=origin)
         self.inserted_from_network += len(inserted)
+        if inserted and self.on_insert is not None:
+            self.on_insert(inserted)
         return inserted
+
+    def _keep(self, tx: Transaction) -> None:
+        try:
+            self.bank.pin(tx.weights_cid)
+            put_record(self.store, tx)
+        except Exception as e:  # keep going: pinning is protection, not a precondition
+            log.warning("could not pin %s: %s", tx.id[:12], e)
 
     # -- fetching what is missing ----------------------------------------------------------
 
-    def want(self, ids: Iterable[str], *, rumour: bool = False) -> None:
-        """Remember ids whose records should be fetched.
-
-        Missing parents of transactions we hold are fetched until they arrive. Heads named
-        by other peers (`rumour=True`) are cheaper to invent: one that stays unavailable
-        for MAX_RUMOUR_ATTEMPTS fetches is given up and ignored when named again, so made-up
-        ids cannot keep a peer busy with timeouts.
-        """
+    def want(self, ids: Iterable[str], *, rumour: bool = False,
+             origin: str | None = None) -> None:
+        """Remember ids whose records should be fetched (see the module docstring)."""
+        if rumour and self._refuse_throttled(origin):
+            return
+        now = self.clock()
+        rumours = sum(1 for w in self._wanted.values() if w.rumour) if rumour else 0
         for tx_id in ids:
             if self.knows(tx_id) or tx_id in self._wanted:
                 continue
-            if rumour:
-                if tx_id in self._given_up or len(self._rumours) >= MAX_RUMOURS:
+            until = self._given_up.get(tx_id)
+            if until is not None:
+                if until > now:
                     continue
-                self._rumours.add(tx_id)
-            self._wanted[tx_id] = _Retry()
+                del self._given_up[tx_id]
+            if rumour:
+                if rumours >= MAX_RUMOURS:
+                    return
+                rumours += 1
+            self._wanted[tx_id] = _Wanted(origin, rumour)
 
-    @property
-    def outstanding(self) -> int:
-        """Records or weights still to fetch."""
-        return len(self._wanted) + len(self._stalled)
+    def pump(self) -> None:
+        """Queue the fetches that are due and run finished fetches' callbacks.
 
-    def fetch_missing(self, budget: int = 100_000, seconds: float | None = None
-                      ) -> list[Transaction]:
-        """Fetch wanted records (and retry stalled weights) that are due; returns inserts.
-
-        Loops until nothing due is left (history fetched one generation at a time), or
-        `budget` fetches were made, or `seconds` passed: unavailable content costs a timeout
-        per attempt, and the caller has messages to read too. The rest waits for next time.
+        With an inline pool (the in-memory store) fetches complete at once, so this loops
+        until nothing due is left: history arrives one generation per round.
         """
-        inserted: list[Transaction] = []
-        deadline = None if seconds is None else self.clock() + seconds
-        while budget > 0 and (deadline is None or self.clock() < deadline):
-            self.want(self.tangle.missing_parents())
-            now = self.clock()
-            due = [i for i, r in self._wanted.items() if r.next_try <= now]
-            stalled = [tx for tx, r in self._stalled.values() if r.next_try <= now]
-            if not due and not stalled:
-                break
-            for tx in stalled:
-                budget -= 1
-                inserted.extend(self._with_weights(tx))
-            for tx_id in due:
-                if budget <= 0 or (deadline is not None and self.clock() >= deadline):
-                    break
-                budget -= 1
-                inserted.extend(self._fetch_record(tx_id))
-        return inserted
+        for _ in range(MAX_PUMP_ROUNDS):
+            ran = self.fetcher.run_callbacks()
+            submitted = self._schedule()
+            ran += self.fetcher.run_callbacks()
+            if not self.fetcher.inline or (ran == 0 and submitted == 0):
+                return
 
-    def _fetch_record(self, tx_id: str) -> list[Transaction]:
-        retry = self._wanted.get(tx_id)
-        if retry is None or self.knows(tx_id):
-            self._wanted.pop(tx_id, None)
-            self._rumours.discard(tx_id)
-            return []
-        try:
-            data = self.store.get(record_cid(tx_id), max_size=MAX_RECORD_BYTES,
-                                  timeout=self.timeout)
-        except Exception as e:
+    def _schedule(self) -> int:
+        missing = self.tangle.missing_parents()
+        self.want(missing)
+        # Parents nobody pending needs any more (their children were evicted or given up)
+        self._wanted.prune(lambda i, w: not w.rumour and i not in missing)
+        now = self.clock()
+        submitted = 0
+        for tx_id, w in list(self._wanted.items()):
+            if w.retry.next_try > now or self.fetcher.busy(("record", tx_id)):
+                continue
+            if self.throttled(w.origin):
+                continue
+            if self._fetch_record(tx_id, w) is None:
+                submitted += 1
+        for a in list(self._awaiting.values()):
+            if a.retry.attempts and a.retry.next_try <= now and not self.throttled(a.origin) \
+                    and not self.fetcher.busy(("weights", a.tx.weights_cid)):
+                a.retry.next_try = now + self.timeout  # until the result says otherwise
+                self._request_weights(a.tx.weights_cid, a.origin)
+                submitted += 1
+        return submitted
+
+    def _fetch_record(self, tx_id: str, want: _Wanted) -> str | None:
+        def fetch(left: float) -> bytes:
+            data = self.store.get(record_cid(tx_id), max_size=MAX_RECORD_BYTES, timeout=left)
+            if self.metrics:
+                self.metrics.bytes_fetched.inc(len(data))
+            return data
+
+        return self.fetcher.submit(("record", tx_id), fetch, timeout=self.timeout,
+                                   done=self._record_fetched, sender=want.origin)
+
+    def _record_fetched(self, result: FetchResult) -> None:
+        tx_id = result.key[1]  # type: ignore[index]
+        want = self._wanted.get(tx_id)
+        if not result.ok:
             if self.metrics:
                 self.metrics.fetch_errors.inc()
-            retry.failed(self.clock())
-            if tx_id in self._rumours and retry.attempts >= MAX_RUMOUR_ATTEMPTS:
-                self._forget_rumour(tx_id)
-            log.debug("record of %s not available (%s), attempt %d", tx_id[:12], e, retry.attempts)
-            return []
-        if self.metrics:
-            self.metrics.bytes_fetched.inc(len(data))
+            if want is None:
+                return
+            self._strike(want.origin)
+            want.retry.failed(self.clock())
+            log.debug("record of %s not available (%s), attempt %d", tx_id[:12], result.error,
+                      want.retry.attempts)
+            limit = MAX_RUMOUR_ATTEMPTS if want.rumour else MAX_PARENT_ATTEMPTS
+            if want.retry.attempts >= limit:
+                self._give_up(tx_id, want)
+            return
         self._wanted.pop(tx_id, None)
-        self._rumours.discard(tx_id)
+        origin = want.origin if want is not None else None
+        self._credit(origin)
         try:
-            tx = decode_record(data, expect_id=tx_id)
+            tx = decode_record(result.value, expect_id=tx_id)
         except InvalidTransaction as e:  # the preimage of tx_id is not a transaction
             self.reject("bad_record", f"record of {tx_id[:12]}: {e}", tx_id)
-            return []
-        return self.offer(tx)
+            return
+        self.offer(tx, origin=origin)
 
-    def _forget_rumour(self, tx_id: str) -> None:
+    def _give_up(self, tx_id: str, want: _Wanted) -> None:
         self._wanted.pop(tx_id, None)
-        self._rumours.discard(tx_id)
-        self._given_up[tx_id] = None
-        while len(self._given_up) > MAX_REJECTED:
-            self._given_up.popitem(last=False)
-        log.info("gave up fetching %s (named in heads, unavailable)", tx_id[:12])
+        self._given_up[tx_id] = self.clock() + GIVE_UP_SECONDS
+        if want.rumour:
+            log.info("gave up fetching %s (named in heads, unavailable)", tx_id[:12])
+            return
+        for child in self.tangle.discard_waiting_on(tx_id):
+            self.reject("unavailable_parent", f"{child[:12]} waits for {tx_id[:12]}, which "
+                        f"nobody serves", child, remember=False)
+
+
+def _ignore(_result: FetchResult) -> None:
+    """Callback of fire-and-forget pool work (pinning): errors are logged where they occur."""

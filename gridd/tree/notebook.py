@@ -63,13 +63,13 @@ def make_observer(genesis_id: str, broker: Broker, store: Store,
                   validation: Validation | None, settings: TreeSettings,
                   seed: int | None = None) -> TreePeer:
     """An observer TreePeer (not opened): with validation data it selects and vets like a
-    training peer; it is never asked to train, so it never publishes.
+    training peer; it never trains or publishes (`observer=True`).
 
     One construction for notebooks and the lab, so that benchmarks measure what users get.
     """
     dataset = None if validation is None else validation_dataset(validation)
     return TreePeer(genesis_id=genesis_id, broker=broker, store=store, dataset=dataset,
-                    settings=settings, state_dir=None, seed=seed)
+                    settings=settings, state_dir=None, seed=seed, observer=True)
 
 
 class TangleView:

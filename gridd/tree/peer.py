@@ -1,10 +1,11 @@
 """A tree-mode peer: follows one tangle, trains on local data, publishes when it does better.
 
-The peer is a plain object driven from outside: `process_messages` drains the inbox and
-fetches what is missing, `train_step` makes one synchronous training attempt, `announce`
-re-announces the tips. `run` is the daemon loop over those three (single-threaded, so the
-tangle needs no locks); the lab steps a hundred peers from one loop without calling it,
-which is why nothing here starts a thread.
+The peer runs on the node runtime (gridd.runtime.Node): `process_messages` is one step of
+it (handle queued messages, run finished fetches' callbacks, queue due fetches),
+`train_step` makes one synchronous training attempt, `announce` re-announces the tips.
+`run` registers training and announcing as the node's ticks and runs its loop (one
+thread, so the tangle needs no locks). The lab steps a hundred in-memory peers from one
+loop without calling `run`; on the in-memory network the runtime starts no thread.
 
 One training attempt: select NUM_OF_TIPS tips, average their weights, train for the
 recipe's local epochs, evaluate on the local validation split, compare with the reference
@@ -30,7 +31,8 @@ from gridd.data import DataError, Dataset
 from gridd.metrics import TreeMetrics
 from gridd.models import average_weights
 from gridd.models.base import check_xy
-from gridd.transport import Broker, Inbox, Store
+from gridd.runtime import InboxLimits, Node
+from gridd.transport import Broker, Message, Store
 from gridd.tree import messages
 from gridd.tree.builder import TangleBuilder
 from gridd.tree.genesis import Genesis, load_genesis, put_record
@@ -53,7 +55,7 @@ from tangle import (
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGES_PER_DRAIN = 10_000
+MAX_TREE_MESSAGE = messages.MAX_RECORD_BYTES + 16 * 1024  # a tx with its record, enveloped
 HELLO_ANSWER_GAP = 1.0  # seconds: answer hellos with our heads at most this often
 HELLO_ANSWERS = 3  # expected number of peers answering one hello
 HELLO_RETRY_WINDOW = 30.0  # seconds after open() in which a hello waits for a listener
@@ -110,7 +112,11 @@ class TreePeer:
         metrics: TreeMetrics | None = None,
         seed: int | None = None,
         prefer: str = "auto",
+        observer: bool = False,
     ) -> None:
+        """observer=True: a peer that follows and scores (with `dataset` as validation data
+        when given) but never trains or publishes, and whose data size does not count in
+        sample-weighted averaging (it trains on nothing)."""
         self.genesis_id = genesis_id
         self.topic = messages.topic_for(genesis_id)  # refuses a malformed id early
         self.broker = broker
@@ -121,13 +127,14 @@ class TreePeer:
         self.metrics = metrics if metrics is not None else TreeMetrics()
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.prefer = settings.prefer if prefer == "auto" else prefer
+        self.observer = observer
         self.rng = random.Random(self.seed)
         self.peer_id = broker.peer_id
         self.genesis: Genesis | None = None
         self.counters = _Counters()
         self.last_step: StepResult | None = None
         self._tangle: Tangle | None = None
-        self._inbox: Inbox | None = None
+        self._node: Node | None = None
         self._txlog: TangleLog | None = None
         self._builder: TangleBuilder | None = None
         self._bank: WeightsBank | None = None
@@ -173,15 +180,22 @@ class TreePeer:
             self.store, genesis.spec, weights_cap(genesis.weights_size), timeout=s.timeout,
             cache_size=s.weights_cache, metrics=self.metrics,
         )
+        node = Node(self.broker, self.topic, self._on_message, name="tree",
+                    limits=InboxLimits(max_message_bytes=MAX_TREE_MESSAGE),
+                    metrics=self.metrics.runtime,
+                    fetch_workers=None if self.store.blocking else 0)
+        node.after_step(self._after_step)
+        self._node = node
         self._builder = TangleBuilder(
-            self._tangle, self._bank, self.store, timeout=s.timeout, txlog=self._txlog,
-            metrics=self.metrics,
+            self._tangle, self._bank, self.store, node.fetcher, timeout=s.timeout,
+            txlog=self._txlog, metrics=self.metrics, on_insert=self._count_received,
         )
         if self.dataset is not None:
             self._trainer = LocalTrainer(genesis, self.dataset, self.prefer, seed=self.seed)
         self._selector = self._make_selector()
-        self._inbox = self.broker.subscribe(self.topic)
-        self._inbox.wait_ready(timeout=min(10.0, s.timeout))
+        node.start(ready_timeout=min(10.0, s.timeout))
+        if node.blocking:
+            node.maintain()  # learn whether anyone listens before the first hello
         self._hello_until = time.monotonic() + HELLO_RETRY_WINDOW
         self._say_hello()
         self._update_gauges()
@@ -191,20 +205,25 @@ class TreePeer:
         subscription takes a moment to propagate), and only a few peers answer a hello, so
         until the first heads arrive it is repeated from process_messages (for at most
         HELLO_RETRY_WINDOW seconds after open)."""
-        try:
-            nobody = not self.broker.topic_peers(self.topic)
-        except Exception:
-            nobody = True
-        if nobody:
-            self._next_hello_check = time.monotonic() + HELLO_RETRY_GAP
-            return
-        self._next_hello_check = time.monotonic() + HELLO_REPEAT_GAP
+        node = self.node
+        if node.blocking:  # Kubo: the count comes from the watchdog; publishing is queued
+            listeners = bool(node.topic_peer_count)
+        else:
+            try:
+                listeners = bool(self.broker.topic_peers(self.topic))
+            except Exception:
+                listeners = False
+            if not listeners:
+                self._next_hello_check = time.monotonic() + HELLO_RETRY_GAP
+                return
+        gap = HELLO_REPEAT_GAP if listeners else HELLO_RETRY_GAP
+        self._next_hello_check = time.monotonic() + gap
         self._publish(messages.hello_message(len(self.tangle), self._nonce))
 
     def close(self) -> None:
-        if self._inbox is not None:
-            self._inbox.close()
-            self._inbox = None
+        if self._node is not None:
+            self._node.close()
+            self._node = None
         if self.state_dir is not None and self.genesis is not None:
             try:
                 save_state(self.state_dir, self._state)
@@ -243,6 +262,11 @@ class TreePeer:
     def peers_seen(self) -> list[str]:
         """Peer ids heard on the topic or seen as issuers, this one included if it spoke."""
         return sorted(self.counters.peers_seen)
+
+    @property
+    def node(self) -> Node:
+        assert self._node is not None, "TreePeer.open() first"
+        return self._node
 
     @property
     def builder(self) -> TangleBuilder:
@@ -308,7 +332,7 @@ class TreePeer:
             return average_weights(weights)
         claims = [_claimed_samples(self.tangle[i]) for i in tx_ids]
         known = [c for c in claims if c is not None]
-        if self._trainer is not None:
+        if self._trainer is not None and not self.observer:
             known.append(float(self._trainer.samples))
         if not known:
             return average_weights(weights)
@@ -320,30 +344,24 @@ class TreePeer:
     # -- messages ----------------------------------------------------------------------------
 
     def process_messages(self, timeout: float = 0.0) -> int:
-        """Handle every queued message (waiting up to `timeout` for the first), then fetch
-        missing ancestors and weights. Returns the number of messages handled; bad input is
-        counted and logged, never raised."""
-        if self._inbox is None:
+        """One step of the node: handle every queued message (waiting up to `timeout` for
+        the first), then queue the fetches of missing ancestors and weights and take in
+        what arrived. Returns the number of messages handled; bad input is counted and
+        logged, never raised."""
+        if self._node is None:
             raise RuntimeError("TreePeer.open() first")
-        handled = 0
-        wait: float | None = max(0.0, timeout)
-        while handled < MAX_MESSAGES_PER_DRAIN:
-            msg = self._inbox.get(timeout=wait)
-            if msg is None:
-                break
-            wait = 0.0
-            handled += 1
-            try:
-                self._handle(msg.data, msg.sender)
-            except Exception:  # a bug must not kill the listener; log it loudly
-                log.exception("unexpected error handling a message from %s", msg.sender[:60])
+        return self._node.step(timeout)
+
+    def _after_step(self, handled: int) -> None:
         self.counters.messages += handled
         now = time.monotonic()
         if now < self._hello_until and now >= self._next_hello_check:
             self._say_hello()
-        self._count_received(self.builder.fetch_missing(seconds=self.settings.timeout))
+        self.builder.pump()
         self._update_gauges()
-        return handled
+
+    def _on_message(self, msg: Message) -> None:
+        self._handle(msg.data, msg.sender)
 
     def _handle(self, data: bytes, sender: str) -> None:
         if sender != self.peer_id:
@@ -358,12 +376,11 @@ class TreePeer:
             # a notebook observer may share its Kubo daemon (and peer id) with a worker.
             if sender != self.peer_id:
                 self._hello_until = 0.0  # live peers: their heads will come anyway
-            inserted = self.builder.offer_record(body["record"], sender=sender)
-            self._count_received(inserted)
+            self.builder.offer_record(body["record"], sender=sender)  # inserts via on_insert
         elif kind == messages.HEADS:
             if sender != self.peer_id:
                 self._hello_until = 0.0  # someone answered (or announced): no more hellos
-            self.builder.want(body["heads"], rumour=True)
+            self.builder.want(body["heads"], rumour=True, origin=sender)
         elif kind == messages.HELLO and body.get("nonce") != self._nonce:
             self._answer_hello(body.get("size", 0))
 
@@ -405,18 +422,14 @@ class TreePeer:
         self._publish(messages.heads_message(tips, len(self.tangle)))
 
     def _publish(self, data: bytes) -> bool:
-        try:
-            self.broker.publish(self.topic, data)
-            return True
-        except Exception as e:  # best effort: heads re-announce whatever was missed
-            log.warning("publish on %s failed: %s", self.topic, e)
-            return False
+        """Best effort (queued by the runtime): heads re-announce whatever was missed."""
+        return self.node.publish(data)
 
     # -- training ----------------------------------------------------------------------------
 
     def train_step(self) -> StepResult:
         """One training attempt (see the module docstring); never publishes worse models."""
-        if self._trainer is None:
+        if self._trainer is None or self.observer:
             return self._remember(StepResult(False, "observer"))
         start = time.perf_counter()
         s = self.settings
@@ -515,31 +528,19 @@ class TreePeer:
     # -- daemon loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Process messages continuously; every TRAINING_INTERVAL train with probability
-        ACTIVE_QUOTA; re-announce tips every ANNOUNCE_INTERVAL. Returns when `stop` is set."""
+        """The daemon: every TRAINING_INTERVAL train with probability ACTIVE_QUOTA,
+        re-announce tips every ANNOUNCE_INTERVAL, and read messages in between (even with
+        TRAINING_INTERVAL 0). Returns when `stop` is set."""
         s = self.settings
-        now = time.monotonic()
-        next_train = now + s.training_interval * self.rng.uniform(0.5, 1.0)
-        next_announce = now
-        while not stop.is_set():
-            now = time.monotonic()
-            if now >= next_announce:
-                self.announce()
-                next_announce = now + s.announce_interval
-            if now >= next_train:
-                next_train = now + s.training_interval
-                if self.rng.random() < s.active_quota:
-                    try:
-                        self.train_step()
-                    except Exception:
-                        log.exception("training step failed; continuing")
-            # messages are read between trainings even with TRAINING_INTERVAL 0
-            wait = min(next_train, next_announce) - time.monotonic()
-            try:
-                self.process_messages(timeout=max(0.0, min(wait, 0.5)))
-            except Exception:
-                log.exception("message processing failed; continuing")
-                stop.wait(0.5)
+        node = self.node
+        node.every(s.announce_interval, self.announce, name="announce")
+        node.every(s.training_interval, self._maybe_train, name="train",
+                   first=s.training_interval * self.rng.uniform(0.5, 1.0))
+        node.run(stop)
+
+    def _maybe_train(self) -> None:
+        if self.rng.random() < self.settings.active_quota:
+            self.train_step()
 
     def _update_gauges(self) -> None:
         if self._tangle is None:

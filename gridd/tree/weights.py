@@ -80,18 +80,33 @@ class WeightsBank:
             self._cache.popitem(last=False)
         return weights
 
-    def get(self, cid: str) -> list[np.ndarray]:
-        """Checked weights of `cid` (from the cache, else fetched).
+    def cached(self, cid: str) -> list[np.ndarray] | None:
+        """Weights of `cid` if they are in memory (no IO)."""
+        weights = self._cache.get(cid)
+        if weights is not None:
+            self._cache.move_to_end(cid)
+        return weights
+
+    def remember(self, cid: str, weights: list[np.ndarray]) -> list[np.ndarray]:
+        """Keep checked weights (from `load`) in the bounded cache; returns them read-only."""
+        return self._remember(cid, weights)
+
+    def get(self, cid: str, timeout: float | None = None) -> list[np.ndarray]:
+        """Checked weights of `cid` (from the cache, else loaded and cached).
 
         Raises RejectedWeights for content that is not acceptable weights, and the store's
-        errors (ContentUnavailable, ContentTooLarge -> RejectedWeights, IPFSError) otherwise.
+        errors (ContentUnavailable, IPFSError) otherwise.
         """
-        cached = self._cache.get(cid)
+        cached = self.cached(cid)
         if cached is not None:
-            self._cache.move_to_end(cid)
             return cached
+        return self._remember(cid, self.load(cid, timeout))
+
+    def load(self, cid: str, timeout: float | None = None) -> list[np.ndarray]:
+        """Fetch and check weights without touching the cache (safe from a pool thread)."""
         try:
-            raw = self.store.get(cid, max_size=self.max_bytes, timeout=self.timeout)
+            raw = self.store.get(cid, max_size=self.max_bytes,
+                                 timeout=self.timeout if timeout is None else timeout)
         except ContentTooLarge as e:
             if self.metrics:
                 self.metrics.fetch_errors.inc()
@@ -109,7 +124,7 @@ class WeightsBank:
         problem = classify(self.spec, weights)
         if problem is not None:
             raise RejectedWeights(problem[0], f"weights {cid}: {problem[1]}")
-        return self._remember(cid, weights)
+        return weights
 
     def pin(self, cid: str) -> None:
         self.store.pin(cid)

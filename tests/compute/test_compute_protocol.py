@@ -152,8 +152,10 @@ def test_bad_messages_are_counted_and_worker_keeps_serving(net: MemoryNetwork) -
         job.result_cid_or_raise(timeout=5)
         refused = w.metrics.jobs_refused
         assert refused.labels(reason="malformed")._value.get() == 1
-        assert refused.labels(reason="oversized")._value.get() == 1
         assert refused.labels(reason="schema")._value.get() == 2
+        # oversized: dropped by the runtime before it is queued, never decoded
+        dropped = w.metrics.runtime.messages_dropped
+        assert dropped.labels(reason="oversized")._value.get() == 1
     finally:
         d.close()
         w.stop()

@@ -80,6 +80,8 @@ def test_real_peers_converge_and_pin_what_they_use(kubo3: LocalCluster, kubo_pee
     assert published >= n
     issuers = {tx.issuer for tx in peers[0].tangle.transactions() if tx.parents}
     assert len(issuers) >= 2  # the tangle really mixes peers' work
+    # pinning runs in each peer's fetch pool, after insertion
+    settle(peers, lambda: all(p.node.fetcher.outstanding == 0 for p in peers))
     for i, p in enumerate(peers):
         pins = kubo3.clients[i].pin_ls()
         for tx in p.tangle.transactions():

@@ -304,8 +304,9 @@ def test_hellos_do_not_flood_a_large_topic(memnet: MemoryNetwork, peers_factory:
     assert 1 <= answers <= 15, answers  # a few per hello, not 31
 
 
-def test_made_up_heads_are_given_up_but_missing_parents_are_not(
+def test_made_up_heads_and_parents_are_given_up_and_forgotten(
         memnet: MemoryNetwork, peers_factory: Factory) -> None:
+    """Unavailable content costs a bounded number of fetches, then nothing is kept."""
     peer = peers_factory(0)
     g = peer.genesis
     assert g is not None
@@ -314,15 +315,81 @@ def test_made_up_heads_are_given_up_but_missing_parents_are_not(
     invented = "e" * 64
     orphan = forge(memnet, "mallory", ["f" * 64], encode_weights(good_weights(peer)))
     memnet.broker("mallory").publish(peer.topic, messages.heads_message([invented], 9))
-    for _ in range(8):
+    peer.process_messages()
+    assert peer.tangle.is_pending(orphan.id) and peer.builder.wanted_count == 2
+    for _ in range(20):
+        if not peer.builder.outstanding:
+            break
+        now[0] += 61.0  # past any backoff
         peer.process_messages()
-        now[0] += 120.0  # past any backoff
-    assert peer.tangle.is_pending(orphan.id)
-    assert peer.builder.outstanding == 1  # still fetching the orphan's parent, not the rumour
+    assert not peer.tangle.is_pending(orphan.id) and orphan.id not in peer.tangle
+    assert rejected(peer, "unavailable_parent") == 1
+    assert peer.builder.outstanding == 0 and peer.tangle.pending_count == 0
+    assert orphan.id not in peer.builder.rejected  # not remembered: it may come back
     errors = sample(peer, "gridd_ipfs_fetch_errors_total")
     memnet.broker("mallory").publish(peer.topic, messages.heads_message([invented], 9))
-    peer.process_messages()  # one due fetch: the parent's, not the given-up rumour's
-    assert sample(peer, "gridd_ipfs_fetch_errors_total") == errors + 1
+    peer.process_messages()  # given up: naming it again costs no fetch
+    assert sample(peer, "gridd_ipfs_fetch_errors_total") == errors
+    assert peer.builder.outstanding == 0
+
+
+def test_wanted_ids_are_capped_and_pruned(memnet: MemoryNetwork, peers_factory: Factory
+                                          ) -> None:
+    """Heads naming thousands of ids cannot grow what the peer remembers to fetch."""
+    from gridd.tree import builder as b
+
+    peer = peers_factory(0)
+    rng = np.random.default_rng(0)
+
+    def made_up() -> list[str]:
+        return ["".join(rng.choice(list("0123456789abcdef"), 64)) for _ in range(64)]
+
+    for i in range(40):  # many senders, so no single-sender budget is what stops them
+        peer.builder.want(made_up(), rumour=True, origin=f"sybil-{i}")
+    assert peer.builder.wanted_count == b.MAX_RUMOURS
+    for i in range(40):  # the same through the network: fetches are bounded too
+        memnet.broker(f"sybil-{i}").publish(peer.topic, messages.heads_message(made_up(), 9))
+    peer.process_messages()
+    assert peer.builder.wanted_count <= b.MAX_RUMOURS
+    assert sample(peer, "gridd_ipfs_fetch_errors_total") <= b.MAX_RUMOURS
+    # parents that no pending transaction needs any more are dropped
+    g = peer.genesis
+    assert g is not None
+    orphan = forge(memnet, "mallory", ["d" * 64], encode_weights(good_weights(peer)))
+    peer.process_messages()
+    assert peer.tangle.is_pending(orphan.id)
+    peer.tangle.discard_waiting_on("d" * 64)
+    peer.process_messages()
+    assert "d" * 64 not in peer.builder._wanted
+
+
+def test_sender_naming_unavailable_content_is_throttled(memnet: MemoryNetwork,
+                                                        peers_factory: Factory) -> None:
+    peer = peers_factory(0)
+    g = peer.genesis
+    assert g is not None
+    now = [0.0]
+    peer.builder.clock = lambda: now[0]
+    mallory = memnet.broker("mallory")
+    for i in range(6):
+        tx = Transaction.create([g.id], raw_cid(b"nobody has %d" % i), "mallory", float(i))
+        mallory.publish(peer.topic, messages.tx_message(tx))
+    for _ in range(4):
+        peer.process_messages()
+        now[0] += 2.0  # past the first backoffs, well within the strikes' half-life
+    assert peer.builder.throttled("mallory")
+    throttled = sample(peer, "gridd_senders_throttled_total")
+    late = Transaction.create([g.id], raw_cid(b"more junk"), "mallory", 99.0)
+    mallory.publish(peer.topic, messages.tx_message(late))
+    peer.process_messages()
+    assert sample(peer, "gridd_senders_throttled_total") == throttled + 1
+    assert late.id not in peer.builder._awaiting
+    # honest peers are not affected, and strikes decay
+    honest = forge(memnet, "alice", [g.id], encode_weights(good_weights(peer, 0.5)))
+    peer.process_messages()
+    assert honest.id in peer.tangle
+    now[0] += 3600.0
+    assert not peer.builder.throttled("mallory")
 
 
 def test_weights_that_arrive_late_are_retried_then_accepted(memnet: MemoryNetwork,

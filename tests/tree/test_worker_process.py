@@ -125,7 +125,7 @@ def test_sigkill_and_restart_loses_nothing(kubo3: LocalCluster, tmp_path: Path,
         deadline = time.monotonic() + 30
         while not seen <= tx_ids(other) and time.monotonic() < deadline:
             other.process_messages(timeout=0.2)
-            other.builder.want(set(before["published"]))  # what a heads message would say
+            other.builder.want(set(before["published"]), rumour=True)  # as a heads message
         assert seen <= tx_ids(other)
         for _ in range(5):
             if other.train_step().published:
