@@ -55,6 +55,8 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSett
               help="Only accept jobs from this peer id (repeat for several).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics here.")
 @click.option("--max-job-bytes", type=int, default=None, help="Cap on model + data per job.")
+@click.option("--max-params", type=int, default=None,
+              help="Refuse models declaring more parameters (default 50 million).")
 @click.option("--max-epochs", type=int, default=None, help="Refuse jobs asking for more epochs.")
 @click.option("--max-wall-seconds", type=float, default=None, help="Stop jobs running longer.")
 @click.option("--heartbeat-interval", type=float, default=None,
@@ -96,7 +98,8 @@ def run_worker(settings: ComputeSettings) -> None:
         port = serve(metrics.registry, settings.metrics_port)
         log.info("metrics on http://127.0.0.1:%d/metrics", port)
     info = machine_info(with_tf=True)  # import TF now: the first job then starts at once
-    worker = ComputeWorker(broker, IpfsStore(kubo), settings, KerasTrainer(), metrics, info)
+    worker = ComputeWorker(broker, IpfsStore(kubo), settings, KerasTrainer(settings.max_params),
+                           metrics, info)
     stopping = {"done": False}
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gridd.models.keras_budget import DEFAULT_MAX_PARAMS
+
 
 @dataclass(frozen=True)
 class ComputeSettings:
@@ -12,6 +14,7 @@ class ComputeSettings:
     accept_from: tuple[str, ...] = ()  # peer ids allowed to submit jobs; empty = anyone
     metrics_port: int | None = None  # Prometheus port; None = no metrics server
     max_job_bytes: int = 256 * 1024 * 1024  # model + data fetched for one job
+    max_params: int = DEFAULT_MAX_PARAMS  # parameters a job's model may declare (config.json)
     max_epochs: int = 1000
     max_wall_seconds: float = 3600.0
     heartbeat_interval: float = 2.0  # worker ads and running-job heartbeats
@@ -23,6 +26,8 @@ class ComputeSettings:
             raise ValueError("slots must be at least 1")
         if self.max_job_bytes < 1024:
             raise ValueError("max_job_bytes must be at least 1024")
+        if self.max_params < 1:
+            raise ValueError("max_params must be at least 1")
         if self.max_epochs < 1:
             raise ValueError("max_epochs must be at least 1")
         if self.max_wall_seconds <= 0:

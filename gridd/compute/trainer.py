@@ -1,8 +1,9 @@
 """Training a job with Keras: fetch, refuse anything unsafe, fit, save.
 
-The model is loaded only through gridd.models.keras_model.load_keras_file (config inspected,
-then safe_mode=True), and arrays only with np.load(allow_pickle=False): a job is CIDs from the
-network and must never be able to run code on the worker.
+The model is loaded only through gridd.models.keras_model.load_keras_file (config inspected
+and sized against this worker's max_params, then safe_mode=True), and arrays only with
+np.load(allow_pickle=False): a job is CIDs from the network and must never be able to run
+code on the worker or make it allocate what it declares rather than what it is allowed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from gridd.compute.jobs import JobContext, JobError, TrainResult
 from gridd.compute.protocol import check_fit_args, clean_logs
+from gridd.models.keras_budget import DEFAULT_MAX_PARAMS
 
 # A compiled but never-trained model saves an unbuilt optimizer; Keras warns on every load.
 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -79,10 +81,22 @@ def _callback(ctx: JobContext, epochs: int) -> Any:
 
 
 class KerasTrainer:
-    """The worker's trainer: one job per call, any number of calls in parallel threads."""
+    """The worker's trainer: one job per call, any number of calls in parallel threads.
+
+    `max_params`: models declaring more parameters are refused (too_many_params) before
+    Keras builds anything; None disables the limit (the model is still sized).
+    """
+
+    def __init__(self, max_params: int | None = DEFAULT_MAX_PARAMS) -> None:
+        self.max_params = max_params
 
     def run(self, ctx: JobContext) -> TrainResult:
-        from gridd.models.keras_model import UnsafeModelError, load_keras_file, save_keras_bytes
+        from gridd.models.keras_model import (
+            ModelTooLargeError,
+            UnsafeModelError,
+            load_keras_file,
+            save_keras_bytes,
+        )
 
         spec = ctx.spec
         try:
@@ -91,7 +105,9 @@ class KerasTrainer:
             raise JobError("bad_fit_args", str(e), refused=True) from None
         model_bytes = ctx.fetch(spec.model, "the model")
         try:
-            model = load_keras_file(model_bytes, compile=True)
+            model = load_keras_file(model_bytes, compile=True, max_params=self.max_params)
+        except ModelTooLargeError as e:
+            raise JobError("too_many_params", str(e), refused=True) from None
         except UnsafeModelError as e:
             raise JobError("unsafe_model", str(e), refused=True) from None
         except Exception as e:  # Keras raises many types for a broken file

@@ -4,8 +4,11 @@ TensorFlow is imported inside functions only: `import gridd.models` must work on
 MODEL=no_tf peer, and importing TF costs seconds and hundreds of MB.
 
 A .keras file from the network is inspected (its config.json, as JSON) before Keras
-deserializes anything: Lambda layers and objects from outside Keras are refused, then the
-file is loaded with safe_mode=True as a second line of defence.
+deserializes anything: only Keras' modeling objects are allowed (no Lambda, no custom
+objects, no keras.utils / keras.models / keras.saving / keras.ops), the model is sized
+(keras_budget) and refused over a parameter limit, and the weights entry may not declare
+more bytes than that size needs; then it is loaded with safe_mode=True as a second line of
+defence.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ from gridd.models.base import (
     resolve_fit_args,
     spec_of,
 )
+from gridd.models.keras_budget import (
+    DEFAULT_MAX_PARAMS,
+    LAYER_KINDS,
+    Budget,
+    UnsizableModelError,
+    check_weights_entry,
+    estimate,
+)
 from gridd.models.numpy_model import NumpyModel, glorot_uniform, layer_sizes
 from gridd.models.recipe import Recipe
 
@@ -37,11 +48,42 @@ if TYPE_CHECKING:
     import keras
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024  # config.json of a huge model is still only a few MB
+MAX_METADATA_BYTES = 64 * 1024  # metadata.json: Keras version and date
 PREFERENCES = ("auto", "numpy", "keras")
+CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
+
+# What a model file may name, from inspecting files the pinned Keras saves (Sequential and
+# Functional, compiled with common optimizers, losses and metrics). Keras resolves a
+# "module" + "class_name" pair by importing it, so anything broader (keras.utils.get_file,
+# keras.models.load_model, keras.saving..., keras.ops) is how safe_mode has been bypassed.
+FAMILIES = frozenset({
+    "keras.activations", "keras.constraints", "keras.initializers", "keras.losses",
+    "keras.metrics", "keras.optimizers", "keras.optimizers.schedules", "keras.regularizers",
+})  # any class or function of these, except the helpers below
+MODEL_OBJECTS = {
+    "keras": frozenset({"Sequential", "DTypePolicy"}),
+    "keras.src.models.functional": frozenset({"Functional"}),
+}
+HELPERS = frozenset({"deserialize", "serialize", "get"})  # they deserialize what they are given
+# Markers Keras decodes itself (values, not imports); any other object must name its module,
+# or Keras falls back to its legacy deserializer.
+VALUE_MARKERS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__",
+                           "__ellipsis__", "__slice__"})
 
 
 class UnsafeModelError(ValueError):
-    """A .keras model that would run code from the network (Lambda layers, custom objects)."""
+    """A .keras model gridd refuses to load: it could run code from the network (Lambda
+    layers, custom objects, non-modeling Keras APIs) or cannot be sized before it is built."""
+
+
+class ModelTooLargeError(UnsafeModelError):
+    """A .keras model that declares more parameters than the loader allows."""
+
+    def __init__(self, params: int, limit: int) -> None:
+        super().__init__(f"the model declares {params} parameters, over the limit of {limit} "
+                         "parameters (counted from its config.json, before building it)")
+        self.params = params
+        self.limit = limit
 
 
 # -- safe loading -------------------------------------------------------------------------
@@ -61,16 +103,40 @@ def _lambda_refusal(name: Any) -> str:
     return f"model contains a Lambda layer {name!r}; gridd refuses to run code from the network"
 
 
-def _is_keras_module(module: Any) -> bool:
-    return isinstance(module, str) and (module == "keras" or module.startswith("keras."))
+def _module_refusal(node: dict[str, Any], where: str) -> str | None:
+    """Why the object `node` names may not be loaded, or None if it may."""
+    module, name = node["module"], node.get("class_name")
+    if name == "function":  # a function by name: the name is in "config"
+        name = node.get("config")
+        if module != "builtins" and module not in FAMILIES or not isinstance(name, str):
+            return (f"model contains the function {name!r} from module {module!r} "
+                    f"(at {where}); gridd only loads activations, losses and metrics by name")
+    elif module in MODEL_OBJECTS:
+        if name in MODEL_OBJECTS[module]:
+            return None
+        return (f"model contains {name!r} from module {module!r} (at {where}); from {module!r} "
+                f"gridd only loads {sorted(MODEL_OBJECTS[module])}")
+    elif module == "keras.layers":
+        if name in LAYER_KINDS:
+            return None
+        return (f"model contains the layer {name!r} (at {where}), which gridd does not load "
+                f"(it loads: {', '.join(sorted(LAYER_KINDS))})")
+    elif module not in FAMILIES:
+        return (f"model contains {name!r} from module {module!r} (at {where}); gridd only "
+                "loads Keras' own layers, activations, initializers, losses, metrics, "
+                "optimizers, regularizers and constraints, and refuses everything else")
+    if name in HELPERS:
+        return (f"model names {module}.{name} (at {where}), a deserialization helper; "
+                "gridd refuses it")
+    return None
 
 
 def check_keras_config(config: Any) -> None:
-    """Raise UnsafeModelError if a .keras config.json names a Lambda or a non-Keras object.
+    """Raise UnsafeModelError if a .keras config.json names anything but modeling objects.
 
     Keras serializes every object as {"module", "class_name", "config", "registered_name"};
-    builtins have a keras.* module (or none, for plain values) and no "package>Name"
-    registered name, which is exactly what custom_objects / register_keras_serializable add.
+    builtins have one of the modules allowed above and no "package>Name" registered name,
+    which is exactly what custom_objects / register_keras_serializable add.
     """
     for where, node in _walk(config):
         class_name = node.get("class_name")
@@ -89,50 +155,112 @@ def check_keras_config(config: Any) -> None:
                 f"model contains the custom object {registered!r} (at {where}); "
                 "gridd refuses custom objects from the network"
             )
-        if "module" in node and node["module"] is not None and not _is_keras_module(node["module"]):
+        if node.get("module") is None:
+            if "config" in node and isinstance(class_name, str) \
+                    and class_name not in VALUE_MARKERS:
+                raise UnsafeModelError(
+                    f"model contains {class_name!r} without a module (at {where}); gridd "
+                    "refuses objects Keras would resolve by its legacy deserializer")
+            continue
+        if not isinstance(node["module"], str):
+            raise UnsafeModelError(f"model names a module that is not a string (at {where})")
+        reason = _module_refusal(node, where)
+        if reason is not None:
+            raise UnsafeModelError(reason)
+        if registered not in (None, class_name):
             raise UnsafeModelError(
-                f"model contains {class_name!r} from module {node['module']!r} (at {where}); "
-                "gridd only loads Keras' own layers and refuses custom objects from the network"
-            )
+                f"model gives {class_name!r} the registered name {registered!r} (at {where}); "
+                "Keras' own objects have none")
 
 
-def _read_config(data: bytes | Path) -> dict[str, Any]:
+def _open_archive(data: bytes | Path) -> zipfile.ZipFile:
     source: Any = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with zipfile.ZipFile(source) as zf:
-            try:
-                info = zf.getinfo("config.json")
-            except KeyError:
-                raise UnsafeModelError("not a .keras file: config.json is missing") from None
-            if info.file_size > MAX_CONFIG_BYTES:
-                raise UnsafeModelError(
-                    f"config.json is {info.file_size} bytes, over the {MAX_CONFIG_BYTES} limit"
-                )
-            with zf.open(info) as f:
-                raw = f.read(MAX_CONFIG_BYTES + 1)
-    except zipfile.BadZipFile as e:
+        zf = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise UnsafeModelError(f"not a .keras file (bad zip): {e}") from None
+    names = [info.filename for info in zf.infolist()]
+    if CONFIG not in names:
+        zf.close()
+        raise UnsafeModelError("not a .keras file: config.json is missing")
+    extra = [n for n in names if n not in (CONFIG, METADATA, WEIGHTS)]
+    if extra or len(names) != len(set(names)):
+        zf.close()
+        raise UnsafeModelError(
+            f"a .keras file holds {CONFIG}, {METADATA} and {WEIGHTS} once each; this one "
+            f"holds {len(names)} entries: {names[:8]}"
+        )
+    return zf
+
+
+def _read_config(zf: zipfile.ZipFile) -> dict[str, Any]:
+    info = zf.getinfo(CONFIG)
+    if info.file_size > MAX_CONFIG_BYTES:
+        raise UnsafeModelError(
+            f"config.json is {info.file_size} bytes, over the {MAX_CONFIG_BYTES} limit"
+        )
+    if METADATA in zf.namelist() and zf.getinfo(METADATA).file_size > MAX_METADATA_BYTES:
+        raise UnsafeModelError(f"metadata.json is over the {MAX_METADATA_BYTES} byte limit")
+    try:
+        with zf.open(info) as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
         raise UnsafeModelError(f"not a .keras file (bad zip): {e}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise UnsafeModelError(f"config.json is over the {MAX_CONFIG_BYTES} byte limit")
     try:
         config = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise UnsafeModelError(f"not a .keras file: config.json is not JSON ({e})") from None
     if not isinstance(config, dict):
         raise UnsafeModelError("not a .keras file: config.json is not an object")
     return config
 
 
-def load_keras_file(
-    path_or_bytes: str | os.PathLike[str] | bytes, *, compile: bool = True
-) -> keras.Model:
-    """Load a .keras model from a path or bytes after refusing unsafe content.
+def check_keras_archive(
+    data: bytes | Path, *, max_params: int | None = DEFAULT_MAX_PARAMS
+) -> Budget:
+    """Everything load_keras_file refuses before Keras reads the file, without importing TF.
 
-    Raises UnsafeModelError for Lambda layers, custom objects, or a file that is not a
-    .keras archive. `compile=False` skips the saved optimizer/loss (the recipe recompiles).
+    The config is checked for unsafe objects, then sized (keras_budget); a model over
+    `max_params` raises ModelTooLargeError, and the weights entry may not declare (as zip
+    entry or as HDF5 datasets) more bytes than the budget accounts for.
+    """
+    with _open_archive(data) as zf:
+        config = _read_config(zf)
+        try:
+            check_keras_config(config)
+            budget = estimate(config)
+        except UnsizableModelError as e:
+            raise UnsafeModelError(f"gridd cannot size this model before building it: {e}") \
+                from None
+        except RecursionError:
+            raise UnsafeModelError("config.json is nested too deeply") from None
+        if max_params is not None and budget.params > max_params:
+            raise ModelTooLargeError(budget.params, max_params)
+        if WEIGHTS in zf.namelist():
+            try:
+                check_weights_entry(zf, WEIGHTS, budget)
+            except UnsizableModelError as e:
+                raise UnsafeModelError(str(e)) from None
+    return budget
+
+
+def load_keras_file(
+    path_or_bytes: str | os.PathLike[str] | bytes,
+    *,
+    compile: bool = True,
+    max_params: int | None = DEFAULT_MAX_PARAMS,
+) -> keras.Model:
+    """Load a .keras model from a path or bytes after refusing unsafe or oversized content.
+
+    Raises UnsafeModelError for Lambda layers, custom objects, objects outside the modeling
+    modules, layers gridd cannot size, or a file that is not a .keras archive, and
+    ModelTooLargeError (a subclass) above `max_params` parameters (None: no limit; the
+    model is still sized). `compile=False` skips the saved optimizer/loss.
     """
     data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes)
-    check_keras_config(_read_config(data))
+    budget = check_keras_archive(data, max_params=max_params)
     import keras
 
     with tempfile.TemporaryDirectory(prefix="gridd-keras-") as tmp:
@@ -148,6 +276,11 @@ def load_keras_file(
     for layer in _all_layers(model):
         if isinstance(layer, keras.layers.Lambda):
             raise UnsafeModelError(_lambda_refusal(layer.name))
+    if model.count_params() > budget.params:  # the sizing missed something: say so loudly
+        raise UnsafeModelError(
+            f"the model built {model.count_params()} parameters but its config declares "
+            f"{budget.params}; gridd refuses models it cannot size"
+        )
     return model
 
 
