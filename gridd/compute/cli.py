@@ -62,7 +62,7 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSett
 @click.option("--heartbeat-interval", type=float, default=None,
               help="Seconds between ads and lease beats (default 2).")
 @click.option("--topic", envvar="GRIDD_COMPUTE_TOPIC", default=None,
-              help="Compute topic (env GRIDD_COMPUTE_TOPIC; default gridd/compute/v1).")
+              help="Compute topic (env GRIDD_COMPUTE_TOPIC; default gridd/compute/v2).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="YAML settings file (see configs/compute.yaml).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")

@@ -96,10 +96,14 @@ def history_from_logs(logs: list[dict[str, float]]) -> dict[str, list[float]]:
 class Job:
     """A remote training: status, live logs, cancel(), result() -> (model, history)."""
 
-    def __init__(self, remote: RemoteJob, store: Store, params: dict[str, Any]) -> None:
+    def __init__(self, remote: RemoteJob, store: Store, params: dict[str, Any],
+                 max_params: int | None = None, max_bytes: int | None = None) -> None:
         self.remote = remote
         self.store = store
         self.params = params
+        # The result comes from a stranger: it may be no bigger than the model we sent.
+        self.max_params = max_params
+        self.max_bytes = max_bytes
         self._result: tuple[Any, RemoteHistory] | None = None
 
     @property
@@ -139,7 +143,9 @@ class Job:
             from gridd.models.keras_model import load_keras_file
 
             cid = self.remote.result_cid_or_raise(timeout)
-            model = load_keras_file(self.store.get(cid), compile=True)
+            kw: dict[str, Any] = {} if self.max_bytes is None else {"max_size": self.max_bytes}
+            limit = {} if self.max_params is None else {"max_params": self.max_params}
+            model = load_keras_file(self.store.get(cid, **kw), compile=True, **limit)
             hist = RemoteHistory(dict(self.history), dict(self.params), self.id,
                                  self.remote.worker, self.remote.seconds, model)
             self._result = (model, hist)
@@ -172,7 +178,10 @@ def submit_fit(
                        "class_weight": class_weight})
     remote = dispatcher.submit(model_cid, data, fit, model_bytes + data_bytes)
     params = {"epochs": int(epochs), "batch_size": batch_size, "verbose": 0}
-    return Job(remote, uploader.store, params)
+    # A trained model has the parameters it was sent with; its file may grow by the
+    # optimizer's state (Adam keeps two slots per weight), hence 4x plus slack.
+    return Job(remote, uploader.store, params, max_params=int(model.count_params()),
+               max_bytes=4 * model_bytes + 1024 * 1024)
 
 
 def show_progress(job: Job, desc: str = "training") -> None:

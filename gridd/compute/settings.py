@@ -18,7 +18,7 @@ class ComputeSettings:
     max_epochs: int = 1000
     max_wall_seconds: float = 3600.0
     heartbeat_interval: float = 2.0  # worker ads and running-job heartbeats
-    topic: str = "gridd/compute/v1"
+    topic: str = "gridd/compute/v2"
     extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
