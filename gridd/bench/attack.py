@@ -44,6 +44,7 @@ from gridd.bench.attack_payloads import ComputeSpeaker, peek
 
 TARGETS = {"throughput_ratio": 0.8, "rss_growth_mb": 100.0, "crashes": 0, "fit": "completes"}
 CLEAN = "clean"
+CLEAN_END = "clean (end)"
 Log = Callable[[str], None]
 
 
@@ -57,8 +58,10 @@ class Options:
     fit: bool = True
     fit_epochs: int = 5
     fit_delay: float = 2.0
+    trust_workers: bool = False  # the legitimate client uses Client(workers=[honest ids])
     rss_limit_mb: float = 4000.0  # stop an attack early rather than exhaust a shared machine
     cooldown: float = 30.0
+    clean_end: bool = True  # a second clean phase at the end: the baseline is their mean
     stop_grace: float = 10.0  # seconds a tree peer gets to honour SIGTERM after a phase
     workdir: Path | None = None
     keep: bool = False
@@ -263,11 +266,11 @@ def _cool_down(grid: Grid, sampler: Sampler, limit: float) -> float:
     return time.monotonic() - t0
 
 
-def _judge(row: dict[str, Any], clean: dict[str, Any] | None) -> None:
-    """Add the ratio to the clean phase and whether each target is met."""
+def _judge(row: dict[str, Any], baseline: float | None) -> None:
+    """Add the ratio to the clean baseline (tx/min) and whether each target is met."""
     ratio = None
-    if clean is not None and clean["tx_per_min"] > 0:
-        ratio = row["tx_per_min"] / clean["tx_per_min"]
+    if baseline:
+        ratio = row["tx_per_min"] / baseline
     row["throughput_ratio"] = ratio
     worst = max(row["rss_growth_mb"].values(), default=0.0)
     fit = row["fit"]
@@ -285,7 +288,8 @@ def run_benchmark(opts: Options, log: Log = print) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="gridd-attack-"))
     grid = Grid(workdir, tree_peers=opts.tree_peers, workers=opts.workers, seed=opts.seed,
-                fit_epochs=opts.fit_epochs if opts.fit else None)
+                fit_epochs=opts.fit_epochs if opts.fit else None,
+                trust_workers=opts.trust_workers)
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     node: ForeignNode | None = None
@@ -308,6 +312,8 @@ def run_benchmark(opts: Options, log: Log = print) -> dict[str, Any]:
                 raise RuntimeError(f"warm-up failed:\n{grid.client.tail()}")
         phases: list[tuple[str, Attack | None]] = [(CLEAN, None)]
         phases += [(a, ATTACKS[a]) for a in opts.attacks]
+        if opts.clean_end and opts.attacks:
+            phases.append((CLEAN_END, None))
         for i, (name, attack) in enumerate(phases):
             log(f"[{i + 1}/{len(phases)}] {name}: "
                 f"{attack.what if attack else 'no attack (baseline)'}, {opts.seconds:.0f} s")
@@ -326,12 +332,15 @@ def run_benchmark(opts: Options, log: Log = print) -> dict[str, Any]:
         grid.stop()
         if not opts.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    clean = rows[0] if rows and rows[0]["attack"] == CLEAN else None
+    cleans = [r["tx_per_min"] for r in rows if r["attack"] in (CLEAN, CLEAN_END)
+              and r["seconds"] > 0]
+    baseline = sum(cleans) / len(cleans) if cleans else None
     for row in rows:
-        _judge(row, clean)
+        _judge(row, baseline)
     opt = asdict(opts)
     opt["workdir"] = str(opts.workdir) if opts.workdir else None
     return {"options": opt, "targets": TARGETS, "commit": _commit(), "rows": rows,
+            "clean_tx_per_min": baseline,
             "owner_field_in": sorted(speaker.owner_types),
             "wall_seconds": time.monotonic() - started, "foreign_peer": node.peer_id
             if node else None}
@@ -349,6 +358,15 @@ def _commit() -> str | None:
         return None
 
 
+def _fit_cell(fit: dict[str, Any] | None) -> str:
+    if fit is None:
+        return "-"
+    if fit.get("completed"):
+        return f"ok {fit['seconds']:.0f}s"
+    status = str(fit.get("status", "?"))
+    return "bogus: foreign worker" if "foreign node" in status else status[:32]
+
+
 def summary(result: dict[str, Any]) -> tuple[str, str]:
     """The main table and the rejections table, house style."""
     rows = []
@@ -361,15 +379,13 @@ def summary(result: dict[str, Any]) -> tuple[str, str]:
             "vs clean": r["throughput_ratio"],
             **{f"rss {k}": g.get(k, 0.0) for k in GROUPS},
             "crashes": len(r["crashed"]),
-            "fit": "-" if fit is None else (f"ok {fit['seconds']:.0f}s" if fit["completed"]
-                                            else fit.get("status", "?")),
+            "fit": _fit_cell(fit),
             "sent": r["sent_messages"],
             "MB sent": r["sent_mb"],
-            "met": " ".join(k for k, v in r["met"].items() if v is True) or "-",
-            "missed": " ".join(k for k, v in r["met"].items() if v is False) or "-",
+            "targets missed": " ".join(k for k, v in r["met"].items() if v is False) or "-",
         })
     main = table(rows)
-    rej = table([{"attack": r["attack"], "rejected / refused / dropped (delta)":
+    rej = table([{"attack": r["attack"], "rejected / refused / dropped / throttled (delta)":
                   _short(r["rejections"]) or "-"} for r in result["rows"]])
     return main, rej
 
@@ -383,6 +399,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tree-peers", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-fit", action="store_true", help="skip the legitimate Client.fit")
+    ap.add_argument("--trust-workers", action="store_true",
+                    help="the legitimate client gives jobs only to the honest workers "
+                         "(Client(workers=[...])); default: to anyone, like most notebooks")
+    ap.add_argument("--no-clean-end", action="store_true",
+                    help="no second clean phase at the end (baseline = the first one alone)")
     ap.add_argument("--rss-limit-mb", type=float, default=4000.0,
                     help="stop an attack early when an honest process grows past this")
     ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
@@ -391,7 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     opts = Options(attacks=[a for a in args.attacks.split(",") if a], seconds=args.seconds,
                    seed=args.seed, tree_peers=args.tree_peers, workers=args.workers,
-                   fit=not args.no_fit, rss_limit_mb=args.rss_limit_mb, workdir=args.keep,
+                   fit=not args.no_fit, trust_workers=args.trust_workers,
+                   rss_limit_mb=args.rss_limit_mb, clean_end=not args.no_clean_end,
+                   workdir=args.keep,
                    keep=args.keep is not None)
     try:
         opts.validate()
@@ -405,10 +428,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nattacks from a foreign Kubo node on {opts.tree_peers} tree peers + "
           f"{opts.workers} compute workers, {opts.seconds:.0f} s each (commit "
           f"{result['commit']})")
-    print(f"targets: throughput >= {TARGETS['throughput_ratio']:.0%} of clean, RSS growth <= "
+    print(f"clean baseline {result['clean_tx_per_min'] or 0:.0f} tx/min (mean of the clean "
+          "phases); targets: throughput >= "
+          f"{TARGETS['throughput_ratio']:.0%} of clean, RSS growth <= "
           f"{TARGETS['rss_growth_mb']:.0f} MB per process, 0 crashes, fit completes")
     print(main_table)
-    print("\nrejections by reason during each phase (all honest processes)")
+    print("\nrejections by reason during each phase (sums over the honest processes)")
     print(rej_table)
     notes = [(r["attack"], n) for r in result["rows"] for n in r["notes"] + r["attack_errors"]]
     if notes:

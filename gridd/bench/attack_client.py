@@ -30,10 +30,12 @@ from typing import Any
 class LegitClient:
     """gridd.Client.fit of a digits MLP, seeded, on the honest client daemon."""
 
-    def __init__(self, api: str, topic: str, seed: int, epochs: int) -> None:
+    def __init__(self, api: str, topic: str, seed: int, epochs: int,
+                 trusted: list[str] | None = None) -> None:
         from gridd.data import load_digits_split
 
         self.api, self.topic, self.seed, self.epochs = api, topic, seed, epochs
+        self.trusted = trusted
         self.x, self.y, _, _ = load_digits_split()
 
     def model(self) -> Any:
@@ -46,12 +48,19 @@ class LegitClient:
                   metrics=["accuracy"])
         return m
 
-    def warm_up(self, workers: int) -> dict[str, Any]:
-        """One job per worker at once, so no phase pays a worker's first-job cost."""
+    def client(self) -> Any:
+        """A fresh gridd.Client; with a trust list only if one was given (the default client
+        gives jobs to any worker on the topic, which is what most notebooks do)."""
         from gridd import Client
 
+        if self.trusted:
+            return Client(self.api, topic=self.topic, workers=self.trusted)
+        return Client(self.api, topic=self.topic)
+
+    def warm_up(self, workers: int) -> dict[str, Any]:
+        """One job per worker at once, so no phase pays a worker's first-job cost."""
         t0 = time.monotonic()
-        with Client(self.api, topic=self.topic) as grid:
+        with self.client() as grid:
             grid.workers(wait=30, min_workers=workers)
             jobs = [grid.fit(self.model(), self.x, self.y, epochs=1, wait=False,
                              progress=False) for _ in range(workers)]
@@ -60,12 +69,11 @@ class LegitClient:
         return {"seconds": time.monotonic() - t0}
 
     def fit(self, timeout: float) -> dict[str, Any]:
-        from gridd import Client
         from gridd.compute.dispatch import JobFailed
 
         t0 = time.monotonic()
         out: dict[str, Any] = {"completed": False, "seconds": None, "worker": None}
-        with Client(self.api, topic=self.topic) as grid:
+        with self.client() as grid:
             job = grid.fit(self.model(), self.x, self.y, epochs=self.epochs, batch_size=32,
                            wait=False, progress=False)
             try:
@@ -94,11 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--topic", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--trust", action="append", default=[], metavar="PEER_ID",
+                    help="give jobs only to these workers (Client(workers=...))")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    client = LegitClient(args.api, args.topic, args.seed, args.epochs)
+    client = LegitClient(args.api, args.topic, args.seed, args.epochs, args.trust or None)
     client.model()  # import TF before saying ready
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

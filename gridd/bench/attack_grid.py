@@ -34,7 +34,9 @@ from gridd.ipfs.cluster import LocalCluster
 from gridd.ipfs.daemon import KuboDaemon
 from gridd.localports import free_port
 
-COUNTER_WORDS = ("rejected", "refused", "dropped")
+# Metrics counted per phase: every family whose name holds one of these words (the issue
+# asks for rejected/refused/dropped; throttling and handler errors are defences and bugs).
+COUNTER_WORDS = ("rejected", "refused", "dropped", "throttled", "handler_errors")
 TREE_ENV = {  # the lab's fast settings (gridd lab --transport ipfs)
     "TRAINING_INTERVAL": "1.0", "ACTIVE_QUOTA": "1.0", "NUM_OF_TIPS": "4",
     "NUM_OF_SAMPLING_ROUND": "35", "REFERENCE_TOP": "5", "TIP_SELECTOR": "accuracy",
@@ -186,9 +188,12 @@ def wait_ready(procs: Iterable[Honest], timeout: float) -> None:
 class ClientProcess:
     """The honest client (gridd.bench.attack_client) as a child: one JSON line per command."""
 
-    def __init__(self, api: str, topic: str, seed: int, epochs: int, log: Path) -> None:
+    def __init__(self, api: str, topic: str, seed: int, epochs: int, log: Path,
+                 trust: list[str] | None = None) -> None:
         self.argv = [sys.executable, "-m", "gridd.bench.attack_client", "--api", api,
                      "--topic", topic, "--seed", str(seed), "--epochs", str(epochs)]
+        for peer in trust or []:
+            self.argv += ["--trust", peer]
         self.log = log
         self.proc: subprocess.Popen[str] | None = None
         self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -296,6 +301,7 @@ class Grid:
     compute_topic: str = field(default_factory=lambda: f"gridd-attack-{uuid.uuid4().hex[:8]}")
     worker_procs: list[Honest] = field(default_factory=list)
     fit_epochs: int | None = 5  # None: no honest client process (no legitimate fit)
+    trust_workers: bool = False  # the honest client gives jobs only to the honest workers
     tangle: Tangle | None = None
     client: ClientProcess | None = None
     peer_ids: list[str] = field(default_factory=list)
@@ -320,13 +326,19 @@ class Grid:
         self.peer_ids = [c.id().peer_id for c in self.cluster.clients]
         self.worker_procs = [self._worker(i) for i in range(self.workers)]
         if self.fit_epochs is not None:
-            self.client = ClientProcess(self.api(self.CLIENT), self.compute_topic, self.seed,
-                                        self.fit_epochs, self.workdir / "client.log").start()
+            self.client = self._client().start()
         self._write_data()
         wait_ready(self.worker_procs, ready_timeout)
         if self.client is not None:
             self.client.wait_ready(ready_timeout)
         return self
+
+    def _client(self) -> ClientProcess:
+        trust = None
+        if self.trust_workers:
+            trust = [self.peer_ids[self.worker_daemon(i)] for i in range(self.workers)]
+        return ClientProcess(self.api(self.CLIENT), self.compute_topic, self.seed,
+                             self.fit_epochs or 5, self.workdir / "client.log", trust)
 
     def _worker(self, i: int) -> Honest:
         assert self.cluster is not None
@@ -438,9 +450,7 @@ class Grid:
                 self.worker_procs[i] = self._worker(i)
                 healed.append(w.name)
         if self.client is not None and not self.client.alive:
-            self.client = ClientProcess(self.api(self.CLIENT), self.compute_topic, self.seed,
-                                        self.fit_epochs or 5, self.workdir / "client.log")
-            self.client.start()
+            self.client = self._client().start()
             healed.append("client")
         if healed:
             wait_ready(self.worker_procs, ready_timeout)

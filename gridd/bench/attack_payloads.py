@@ -34,9 +34,12 @@ PROTOCOL_VERSION = 1
 # one-letter topic, so 1 KiB of room covers gridd's longest topic.
 FLOOD_BYTES = 1_048_576 - 1024
 TREE_TOPIC_PREFIX = "gridd/tree/v1/"
-# Message types whose body names the job owner, for a protocol that adds such a field
-# (claim/beat/done/...: "owner" = the offering client's peer id). Learned from traffic too.
-COMPUTE_OWNER_TYPES: frozenset[str] = frozenset()
+# Message types whose body names the job owner (the offering client's peer id): the
+# compute protocol v2 (gridd/compute/v2, commit c3af3ed). ComputeSpeaker also learns the
+# shape from honest traffic, so a later change costs at most the first few messages.
+COMPUTE_OWNER_TYPES: frozenset[str] = frozenset({
+    "compute.claim", "compute.beat", "compute.progress", "compute.done", "compute.failed",
+    "compute.refused"})
 
 
 # -- envelopes ----------------------------------------------------------------------------------

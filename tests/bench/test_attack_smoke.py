@@ -34,7 +34,8 @@ def _processes_under(path: Path) -> list[psutil.Process]:
 def test_harness_runs_two_cheap_attacks_and_cleans_up(tmp_path: Path) -> None:
     workdir = tmp_path / "attack"
     opts = Options(attacks=["random_bytes", "made_up_parents"], seconds=8.0, workers=1,
-                   fit=False, cooldown=3.0, stop_grace=5.0, workdir=workdir)
+                   fit=False, cooldown=3.0, stop_grace=5.0, clean_end=False,
+                   workdir=workdir)
     lines: list[str] = []
     result = run_benchmark(opts, log=lines.append)
 
