@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gridd import identity
 from gridd.ipfs import (
     ContentTooLarge,
     ContentUnavailable,
@@ -99,6 +100,14 @@ class Broker(ABC):
 
     @abstractmethod
     def topic_peers(self, topic: str) -> list[str]: ...
+
+    @abstractmethod
+    def sign(self, data: bytes) -> bytes:
+        """This peer's signature over `data` (Ed25519, as Kubo's `key sign` makes it)."""
+
+    def verify(self, author: str, data: bytes, signature: bytes) -> bool:
+        """Whether `signature` is `author`'s over `data`; offline, from the peer id."""
+        return identity.verify(author, data, signature)
 
     def maintain(self, topics: Sequence[str]) -> Connectivity:
         """Keep connected to the peers of `topics` (re-dial the lost); called periodically
@@ -188,6 +197,9 @@ class IpfsBroker(Broker):
     def topic_peers(self, topic: str) -> list[str]:
         return self.client.pubsub_peers(topic)
 
+    def sign(self, data: bytes) -> bytes:
+        return self.client.key_sign(data)
+
     def maintain(self, topics: Sequence[str]) -> Connectivity:
         """Remember the topics' peers and re-dial those lost (Kubo restart, partition)."""
         if self._peering is None:
@@ -256,6 +268,7 @@ class MemoryNetwork:
         self._subs: dict[str, list[tuple[str, _MemoryInbox]]] = {}
         self._blobs: dict[str, bytes] = {}
         self.messages_sent = 0
+        self.keyring = identity.Keyring()  # each named peer signs with its own key
 
     def broker(self, peer_id: str) -> MemoryBroker:
         return MemoryBroker(self, peer_id)
@@ -304,6 +317,12 @@ class MemoryBroker(Broker):
 
     def topic_peers(self, topic: str) -> list[str]:
         return self.net._peers(topic, exclude=self.peer_id)
+
+    def sign(self, data: bytes) -> bytes:
+        return self.net.keyring.sign(self.peer_id, data)
+
+    def verify(self, author: str, data: bytes, signature: bytes) -> bool:
+        return self.net.keyring.verify(author, data, signature)
 
 
 class MemoryStore(Store):

@@ -3,6 +3,11 @@
 The id is the hex SHA-256 of a canonical msgpack encoding of every field (parents sorted,
 metadata keys sorted, floats always as float64), so two peers that agree on an id agree on
 the transaction and, transitively, on all its ancestors: the tangle is a Merkle DAG.
+
+A transaction may carry its issuer's `signature` over `signing_bytes()` (every field but
+the signature). The id then commits to the signature too (encoding version 2), so a record
+fetched by id is exactly what its issuer signed. This library stores the signature but
+never checks it (no crypto here): the application verifies it against the issuer.
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ from tangle.errors import InvalidTransaction
 Scalar = str | int | float | bool | None
 """A metadata value: small, JSON- and msgpack-safe, with one canonical encoding."""
 
-ENCODING_VERSION = 1
+ENCODING_VERSION = 1  # unsigned transactions (the genesis, tests)
+SIGNED_ENCODING_VERSION = 2
+MAX_SIGNATURE = 128
 MAX_PARENTS = 8
 MAX_METADATA_KEYS = 32
 MAX_STRING = 256
 ID_LENGTH = 64
 _HEX = frozenset("0123456789abcdef")
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-_DICT_KEYS = ("id", "parents", "weights_cid", "issuer", "created_at", "tag", "metadata")
+_DICT_KEYS = ("id", "parents", "weights_cid", "issuer", "created_at", "tag", "metadata",
+              "signature")
 _REQUIRED_KEYS = ("parents", "weights_cid", "issuer", "created_at")
 
 
@@ -104,6 +112,18 @@ def _check_scalar(name: str, value: object) -> Scalar:
     )
 
 
+def _signature_from(value: object) -> bytes:
+    """A signature from a dict: hex text (JSON-able) or raw bytes."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str) or len(value) > 2 * MAX_SIGNATURE:
+        raise InvalidTransaction("signature: expected hex text")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise InvalidTransaction("signature: not hex") from None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Transaction:
     """One model update in the tangle. Equality and hashing go by id.
@@ -119,6 +139,7 @@ class Transaction:
     created_at: float
     tag: str = ""
     metadata: Mapping[str, Scalar] = field(default_factory=lambda: MappingProxyType({}))
+    signature: bytes = b""
     _id: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +151,10 @@ class Transaction:
         setter(self, "created_at", _check_float("created_at", self.created_at))
         setter(self, "tag", _check_string("tag", self.tag, allow_empty=True))
         setter(self, "metadata", _check_metadata(self.metadata))
+        if not isinstance(self.signature, (bytes, bytearray)) \
+                or len(self.signature) > MAX_SIGNATURE:
+            raise InvalidTransaction(f"signature: expected at most {MAX_SIGNATURE} bytes")
+        setter(self, "signature", bytes(self.signature))
         setter(self, "_id", hashlib.sha256(self.canonical_bytes()).hexdigest())
 
     @classmethod
@@ -141,9 +166,16 @@ class Transaction:
         created_at: float,
         tag: str = "",
         metadata: Mapping[str, Scalar] | None = None,
+        signature: bytes = b"",
     ) -> Transaction:
         """Build a validated transaction; raises InvalidTransaction on bad input."""
-        return cls(tuple(parents), weights_cid, issuer, created_at, tag, metadata)  # type: ignore[arg-type]
+        return cls(tuple(parents), weights_cid, issuer, created_at, tag, metadata,  # type: ignore[arg-type]
+                   signature)
+
+    def signed(self, signature: bytes) -> Transaction:
+        """This transaction with the issuer's signature over `signing_bytes()` (a new id)."""
+        return Transaction(self.parents, self.weights_cid, self.issuer, self.created_at,
+                           self.tag, self.metadata, signature)
 
     @classmethod
     def genesis(
@@ -166,20 +198,27 @@ class Transaction:
     def is_genesis(self) -> bool:
         return not self.parents
 
+    def _fields(self) -> list[Any]:
+        return [
+            list(self.parents),
+            self.weights_cid,
+            self.issuer,
+            self.created_at,
+            self.tag,
+            [[key, value] for key, value in self.metadata.items()],
+        ]
+
+    def signing_bytes(self) -> bytes:
+        """What the issuer signs: every field but the signature (the version-1 encoding)."""
+        return msgpack.packb([ENCODING_VERSION, *self._fields()], use_bin_type=True)
+
     def canonical_bytes(self) -> bytes:
-        """The one byte string the id is computed from (msgpack array, versioned)."""
-        return msgpack.packb(
-            [
-                ENCODING_VERSION,
-                list(self.parents),
-                self.weights_cid,
-                self.issuer,
-                self.created_at,
-                self.tag,
-                [[key, value] for key, value in self.metadata.items()],
-            ],
-            use_bin_type=True,
-        )
+        """The one byte string the id is computed from (msgpack array, versioned): version 1
+        without a signature, version 2 with the signature appended."""
+        if not self.signature:
+            return self.signing_bytes()
+        return msgpack.packb([SIGNED_ENCODING_VERSION, *self._fields(), self.signature],
+                             use_bin_type=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain msgpack/JSON-able dict, including the id."""
@@ -191,6 +230,7 @@ class Transaction:
             "created_at": self.created_at,
             "tag": self.tag,
             "metadata": dict(self.metadata),
+            **({"signature": self.signature.hex()} if self.signature else {}),
         }
 
     @classmethod
@@ -215,6 +255,7 @@ class Transaction:
             data["created_at"],
             data.get("tag", ""),
             data.get("metadata"),
+            _signature_from(data.get("signature", "")),
         )
         claimed = data.get("id")
         if claimed is not None and claimed != tx.id:

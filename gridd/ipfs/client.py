@@ -210,6 +210,16 @@ class KuboClient:
         d = self.rpc("pin/ls", type="recursive") or {}
         return set((d.get("Keys") or {}).keys())
 
+    # -- keys -----------------------------------------------------------------------------------
+
+    def key_sign(self, data: bytes, key: str | None = None) -> bytes:
+        """Sign `data` with the node's key (or a named one): Kubo signs "libp2p-key signed
+        message:" + data with Ed25519; gridd.identity.verify checks it offline."""
+        params = {"key": key} if key else {}
+        resp = self.request("key/sign", params,
+                            files={"file": ("data", data, "application/octet-stream")})
+        return multibase.decode(resp.json()["Signature"])
+
     # -- pubsub ---------------------------------------------------------------------------------
 
     def pubsub_pub(self, topic: str, data: bytes, retries: int = 8) -> None:

@@ -65,6 +65,7 @@ class RandomWeightsAttacker:
         parents = {self.rng.choice(recent) for _ in range(2)}
         tx = Transaction.create(parents, cid, self.peer_id, time.time(),
                                 metadata={"accuracy": 1.0})  # it lies about its accuracy
+        tx = tx.signed(self.broker.sign(tx.signing_bytes()))  # a peer like any other
         put_record(self.store, tx)
         self._seen.append(tx.id)
         self.broker.publish(messages.topic_for(self.genesis_id), messages.tx_message(tx))

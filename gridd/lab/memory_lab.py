@@ -57,6 +57,12 @@ class OverlapBroker(Broker):
     def topic_peers(self, topic: str) -> list[str]:
         return self.inner.topic_peers(topic)
 
+    def sign(self, data: bytes) -> bytes:
+        return self.inner.sign(data)
+
+    def verify(self, author: str, data: bytes, signature: bytes) -> bool:
+        return self.inner.verify(author, data, signature)
+
 
 class OverlapClock:
     """Counts training starts and releases held messages when their time has come."""

@@ -14,6 +14,9 @@ on the loop thread. Everything remembered is bounded (`BoundedMap`) and pruned:
 * content that can never be valid (weights of the wrong shape, NaN/inf, oversized,
   undecodable, or a transaction approving such a one) is rejected for good: counted with
   its reason, logged once, remembered so it is never fetched again;
+* a transaction without a valid signature of its issuer (over its signing bytes) is
+  rejected for good (`unsigned`, `bad_signature`): whoever relayed it, pubsub or IPFS, the
+  record is attributable to the key that signed it, and its id commits to the signature;
 * a message that lies about its sender is dropped (counted) but its id is *not*
   remembered, so nobody can block an honest transaction by replaying it first;
 * content that is unavailable (timeout, no provider) is retried with backoff, then given
@@ -59,6 +62,7 @@ MAX_SENDERS = 4_096
 MAX_PUMP_ROUNDS = 10_000  # inline fetches (memory store) cascade within one pump
 
 Inserted = Callable[[list[Transaction]], None]
+Verifier = Callable[[str, bytes, bytes], bool]  # (author, data, signature) -> valid
 
 
 @dataclass
@@ -109,8 +113,11 @@ class TangleBuilder:
         txlog: TangleLog | None = None,
         metrics: TreeMetrics | None = None,
         on_insert: Inserted | None = None,
+        verify: Verifier | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`verify` checks issuers' signatures (Broker.verify); None accepts unsigned
+        transactions (tools that read a tangle they already trust)."""
         self.tangle = tangle
         self.bank = bank
         self.store = store
@@ -119,6 +126,7 @@ class TangleBuilder:
         self.txlog = txlog
         self.metrics = metrics
         self.on_insert = on_insert
+        self.verify = verify
         self.clock = clock
         self.rejected: BoundedMap[str, str] = BoundedMap(MAX_REJECTED)
         self._awaiting: BoundedMap[str, _Awaiting] = BoundedMap(MAX_AWAITING)
@@ -225,6 +233,15 @@ class TangleBuilder:
         if not tx.parents:
             self.reject("bad_record", f"{tx.id[:12]} is a second genesis", tx.id)
             return []
+        if self.verify is not None:
+            if not tx.signature:
+                self.reject("unsigned", f"{tx.id[:12]} (issuer {tx.issuer[:60]}) carries no "
+                            f"signature (from {str(origin)[:60]})", tx.id)
+                return []
+            if not self.verify(tx.issuer, tx.signing_bytes(), tx.signature):
+                self.reject("bad_signature", f"{tx.id[:12]} claims issuer {tx.issuer[:60]} "
+                            f"but is not signed by it (from {str(origin)[:60]})", tx.id)
+                return []
         bad_parent = next((p for p in tx.parents if p in self.rejected), None)
         if bad_parent is not None:
             self.reject("bad_parent", f"{tx.id[:12]} approves rejected {bad_parent[:12]}", tx.id)

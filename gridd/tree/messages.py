@@ -83,9 +83,15 @@ def decode_record(data: bytes, expect_id: str | None = None) -> Transaction:
         obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
     except Exception as e:  # msgpack raises many types
         raise InvalidTransaction(f"record: malformed msgpack ({type(e).__name__})") from None
-    if not isinstance(obj, list) or len(obj) != 7 or obj[0] != 1:
-        raise InvalidTransaction("record: not a version-1 transaction record")
-    _, parents, weights_cid, issuer, created_at, tag, meta = obj
+    if isinstance(obj, list) and len(obj) == 7 and obj[0] == 1:
+        _, parents, weights_cid, issuer, created_at, tag, meta = obj
+        signature = b""
+    elif isinstance(obj, list) and len(obj) == 8 and obj[0] == 2:
+        _, parents, weights_cid, issuer, created_at, tag, meta, signature = obj
+        if not isinstance(signature, bytes) or not signature:
+            raise InvalidTransaction("record: a version-2 record needs a signature")
+    else:
+        raise InvalidTransaction("record: not a version-1 or version-2 transaction record")
     if not isinstance(meta, list) or not all(
         isinstance(kv, list) and len(kv) == 2 for kv in meta
     ):
@@ -94,7 +100,7 @@ def decode_record(data: bytes, expect_id: str | None = None) -> Transaction:
         raise InvalidTransaction("record: parents must be a list")
     try:
         tx = Transaction.create(
-            parents, weights_cid, issuer, created_at, tag, {k: v for k, v in meta}
+            parents, weights_cid, issuer, created_at, tag, {k: v for k, v in meta}, signature
         )
     except TypeError as e:
         raise InvalidTransaction(f"record: {e}") from None

@@ -189,6 +189,7 @@ class TreePeer:
         self._builder = TangleBuilder(
             self._tangle, self._bank, self.store, node.fetcher, timeout=s.timeout,
             txlog=self._txlog, metrics=self.metrics, on_insert=self._count_received,
+            verify=self.broker.verify,
         )
         if self.dataset is not None:
             self._trainer = LocalTrainer(genesis, self.dataset, self.prefer, seed=self.seed)
@@ -480,7 +481,7 @@ class TreePeer:
                     ref: Scores) -> str:
         assert self._trainer is not None
         weights_cid = self.bank.put(weights)
-        tx = Transaction.create(
+        unsigned = Transaction.create(
             tips, weights_cid, self.peer_id, time.time(),
             metadata={
                 "accuracy": round(local.accuracy, 6),
@@ -490,6 +491,7 @@ class TreePeer:
                 "samples": self._trainer.samples,
             },
         )
+        tx = unsigned.signed(self.broker.sign(unsigned.signing_bytes()))
         put_record(self.store, tx)
         self.tangle.add(tx)
         if self._txlog is not None:

@@ -169,3 +169,24 @@ def test_from_dict_rejects_tampering_and_bad_shapes() -> None:
 def test_is_transaction_id() -> None:
     assert is_transaction_id(A) and is_transaction_id(tx_with().id)
     assert not any(is_transaction_id(x) for x in ("A" * 64, "a" * 65, "g" * 64, None, 5))
+
+
+def test_a_signature_is_carried_and_committed_to_by_the_id() -> None:
+    import io
+
+    from tangle import TangleLog
+
+    base = Transaction.create(["a" * 64], "bafyweights", "alice", 1.0, metadata={"x": 1})
+    signed = base.signed(b"\x01" * 64)
+    assert signed.signing_bytes() == base.signing_bytes() == base.canonical_bytes()
+    assert signed.id != base.id and signed.signature == b"\x01" * 64
+    assert base.signed(b"\x02" * 64).id != signed.id  # the id commits to the signature
+    again = Transaction.from_dict(signed.to_dict())
+    assert again.id == signed.id and again.signature == signed.signature
+    buf = io.BytesIO()
+    log = TangleLog(buf)
+    log.append(signed)
+    buf.seek(0)
+    assert [t.id for t in TangleLog(buf).load()] == [signed.id]
+    with pytest.raises(InvalidTransaction, match="signature"):
+        base.signed(b"\x00" * 200)

@@ -29,12 +29,17 @@ def forge(net: MemoryNetwork, peer_id: str, parents: list[str], blob: bytes,
           store_record: bool = True, send: bool = True) -> Transaction:
     """A transaction from `peer_id` with an arbitrary weights blob, announced on the topic."""
     store = net.store()
-    tx = Transaction.create(parents, store.put(blob), peer_id, time.time())
+    tx = signed(net, Transaction.create(parents, store.put(blob), peer_id, time.time()))
     if store_record:
         put_record(store, tx)
     if send:
         net.broker(peer_id).publish(_topic(net), messages.tx_message(tx))
     return tx
+
+
+def signed(net: MemoryNetwork, tx: Transaction) -> Transaction:
+    """`tx` signed by its issuer's in-memory key, as a real peer would publish it."""
+    return tx.signed(net.keyring.sign(tx.issuer, tx.signing_bytes()))
 
 
 def _topic(net: MemoryNetwork) -> str:
@@ -372,14 +377,15 @@ def test_sender_naming_unavailable_content_is_throttled(memnet: MemoryNetwork,
     peer.builder.clock = lambda: now[0]
     mallory = memnet.broker("mallory")
     for i in range(6):
-        tx = Transaction.create([g.id], raw_cid(b"nobody has %d" % i), "mallory", float(i))
+        tx = signed(memnet, Transaction.create([g.id], raw_cid(b"nobody has %d" % i),
+                                               "mallory", float(i)))
         mallory.publish(peer.topic, messages.tx_message(tx))
     for _ in range(4):
         peer.process_messages()
         now[0] += 2.0  # past the first backoffs, well within the strikes' half-life
     assert peer.builder.throttled("mallory")
     throttled = sample(peer, "gridd_senders_throttled_total")
-    late = Transaction.create([g.id], raw_cid(b"more junk"), "mallory", 99.0)
+    late = signed(memnet, Transaction.create([g.id], raw_cid(b"more junk"), "mallory", 99.0))
     mallory.publish(peer.topic, messages.tx_message(late))
     peer.process_messages()
     assert sample(peer, "gridd_senders_throttled_total") == throttled + 1
@@ -400,7 +406,7 @@ def test_weights_that_arrive_late_are_retried_then_accepted(memnet: MemoryNetwor
     now = [0.0]
     peer.builder.clock = lambda: now[0]
     blob = encode_weights(good_weights(peer, 0.7))
-    tx = Transaction.create([g.id], raw_cid(blob), "mallory", 1.0)  # weights not stored yet
+    tx = signed(memnet, Transaction.create([g.id], raw_cid(blob), "mallory", 1.0))  # no weights yet
     memnet.broker("mallory").publish(peer.topic, messages.tx_message(tx))
     peer.process_messages()
     assert tx.id not in peer.tangle and peer.builder.outstanding == 1
@@ -409,10 +415,48 @@ def test_weights_that_arrive_late_are_retried_then_accepted(memnet: MemoryNetwor
     peer.process_messages()
     assert tx.id in peer.tangle and peer.builder.outstanding == 0
     # one that never arrives is counted as unavailable after a few tries, not remembered
-    lost = Transaction.create([g.id], raw_cid(b"never stored"), "mallory", 2.0)
+    lost = signed(memnet, Transaction.create([g.id], raw_cid(b"never stored"), "mallory", 2.0))
     memnet.broker("mallory").publish(peer.topic, messages.tx_message(lost))
     for _ in range(8):
         peer.process_messages()
         now[0] += 120.0
     assert rejected(peer, "unavailable") == 1 and lost.id not in peer.builder.rejected
     assert peer.builder.outstanding == 0
+
+
+def test_history_in_someone_elses_name_is_rejected(memnet: MemoryNetwork,
+                                                  peers_factory: Factory) -> None:
+    """A record claiming issuer=alice but signed by mallory (or by nobody), put into the
+    store and named in a heads message, never enters the tangle as alice's."""
+    peer = peers_factory(0)
+    g = peer.genesis
+    assert g is not None
+    store = memnet.store()
+    cid = store.put(encode_weights(good_weights(peer, 0.9)))
+    claim = Transaction.create([g.id], cid, "alice", 1.0, metadata={"accuracy": 0.99})
+    forged = claim.signed(memnet.keyring.sign("mallory", claim.signing_bytes()))
+    unsigned = Transaction.create([g.id], cid, "alice", 2.0)
+    honest = signed(memnet, Transaction.create([g.id], cid, "alice", 3.0))
+    for tx in (forged, unsigned, honest):
+        put_record(store, tx)
+    memnet.broker("mallory").publish(
+        peer.topic, messages.heads_message([forged.id, unsigned.id, honest.id], 9))
+    peer.process_messages()
+    assert forged.id not in peer.tangle and unsigned.id not in peer.tangle
+    assert honest.id in peer.tangle
+    assert rejected(peer, "bad_signature") == 1 and rejected(peer, "unsigned") == 1
+    assert peer.builder.rejected[forged.id] == "bad_signature"
+
+
+def test_published_transactions_are_signed_by_their_issuer(memnet: MemoryNetwork,
+                                                           peers_factory: Factory) -> None:
+    from gridd import identity
+
+    peer = peers_factory(0)
+    step = peer.train_step()
+    assert step.published and step.tx_id is not None
+    tx = peer.tangle[step.tx_id]
+    assert tx.signature and memnet.keyring.verify(peer.peer_id, tx.signing_bytes(),
+                                                  tx.signature)
+    assert not memnet.keyring.verify("someone-else", tx.signing_bytes(), tx.signature)
+    assert not identity.verify(peer.peer_id, tx.signing_bytes(), tx.signature)  # not an id
