@@ -11,7 +11,8 @@ Why our own dialling and not Kubo's peering subsystem (`swarm/peering/add`):
 
 * Backoff we can live with: Kubo's peering waits 5 s before the first attempt and grows its
   delay 1.5-2.5x per failure up to 10 minutes, so after a 3-minute cut the next attempt can
-  come minutes after the network healed; ours doubles from 1 s and stops at 60 s.
+  come minutes after the network healed; ours doubles from 1 s and stops at 30 s (measured:
+  with 60 s, two hosts cut for 3 minutes took up to 84 s after the heal to converge).
 * It survives the daemon: peering added over RPC lives only in the daemon's memory, as does
   its peerstore, so a restarted Kubo knows neither the peers nor their addresses and would need
   a restart detector plus re-assertion. Here the memory sits in the gridd process and a
@@ -44,7 +45,7 @@ from gridd.ipfs.errors import IPFSError, IPFSUnreachable
 MAX_PEERS = 256  # remembered topic peers; the least recently seen is forgotten first
 MAX_ADDRS = 8  # addresses kept per peer (public nodes announce a dozen transports)
 BACKOFF_START = 1.0  # seconds before the first retry after a failed dial
-BACKOFF_MAX = 60.0  # the longest wait between two dials of one peer
+BACKOFF_MAX = 30.0  # the longest wait between two dials of one peer (and after a heal)
 FORGET_AFTER = 6 * 3600.0  # a peer not seen connected for this long is forgotten
 DIAL_TIMEOUT = 5.0  # per dial: a partition drops packets silently, so a dial can hang
 MAX_DIALS = 8  # dials per check, run in parallel: check() returns within ~DIAL_TIMEOUT
