@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -65,8 +66,13 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSett
               help="Compute topic (env GRIDD_COMPUTE_TOPIC; default gridd/compute/v2).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="YAML settings file (see configs/compute.yaml).")
+@click.option("--state-dir", envvar="GRIDD_COMPUTE_STATE", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where the worker keeps what must survive a restart (replay marks). "
+              "Env GRIDD_COMPUTE_STATE; default ~/.gridd/compute/<peer id>.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def compute_worker(config: Path | None, verbose: bool, **flags: Any) -> None:
+def compute_worker(config: Path | None, verbose: bool, state_dir: Path | None,
+                   **flags: Any) -> None:
     """Offer this machine's compute: train Keras models that clients send as IPFS CIDs."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
@@ -74,10 +80,10 @@ def compute_worker(config: Path | None, verbose: bool, **flags: Any) -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = load_settings(config, flags)
-    run_worker(settings)
+    run_worker(settings, state_dir)
 
 
-def run_worker(settings: ComputeSettings) -> None:
+def run_worker(settings: ComputeSettings, state_dir: Path | None = None) -> None:
     from gridd.compute.sysinfo import machine_info
     from gridd.compute.trainer import KerasTrainer
     from gridd.compute.worker import ComputeWorker
@@ -98,8 +104,11 @@ def run_worker(settings: ComputeSettings) -> None:
         port = serve(metrics.registry, settings.metrics_port)
         log.info("metrics on http://127.0.0.1:%d/metrics", port)
     info = machine_info(with_tf=True)  # import TF now: the first job then starts at once
+    if state_dir is None:
+        home = Path(os.environ.get("GRIDD_HOME", Path.home() / ".gridd"))
+        state_dir = home / "compute" / broker.peer_id
     worker = ComputeWorker(broker, IpfsStore(kubo), settings, KerasTrainer(settings.max_params),
-                           metrics, info)
+                           metrics, info, state_path=state_dir / "replay.json")
     stopping = {"done": False}
 
     def on_signal(signum: int, _frame: Any) -> None:

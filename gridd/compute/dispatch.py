@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gridd.compute import protocol as p
+from gridd.compute.authentic import Authenticator
 from gridd.metrics import RuntimeMetrics
 from gridd.runtime import BoundedMap, InboxLimits, Node
 from gridd.transport import Broker, Message
@@ -156,10 +157,12 @@ class Dispatcher:
         self.rejected = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self.auth = Authenticator(broker.verify)
         self.node = Node(broker, topic, self._on_message, name="compute-dispatch",
                          limits=InboxLimits(max_message_bytes=p.MAX_COMPUTE_MESSAGE),
-                         metrics=metrics)
+                         metrics=metrics, seal=p.sealer(broker.sign))
         self.node.every(TICK, lambda: self._tick(time.monotonic()), name="dispatch")
+        self.node.every(30.0, self.auth.prune, name="forget")
         self._thread: threading.Thread | None = None
 
     def start(self, ready_timeout: float = 10.0) -> Dispatcher:
@@ -305,7 +308,7 @@ class Dispatcher:
 
     def handle(self, sender: str, data: bytes) -> None:
         try:
-            kind, body = p.unpack(data)
+            kind, body = self.auth.open(sender, data)
         except WireError as e:
             self.rejected += 1
             log.warning("rejected message from %s (%s): %s", sender, p.rejection_reason(data, e), e)

@@ -44,9 +44,11 @@ class WorkerProcess:
         self.log_path = Path(log_dir) / f"worker-{uuid.uuid4().hex[:6]}.log"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+        state = [] if "--state-dir" in self.args else [  # not the user's ~/.gridd
+            "--state-dir", str(Path(log_dir) / f"state-{self.log_path.stem}")]
         cmd = [*start_worker_command(), "--compute", "--api", self.api, "--topic", self.topic,
                "--heartbeat-interval", str(self.heartbeat),
-               "--metrics-port", str(self.metrics_port), *self.args]
+               "--metrics-port", str(self.metrics_port), *state, *self.args]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self

@@ -7,6 +7,11 @@ stops beating is re-offered with a higher `attempt`; messages of an older attemp
 which is what makes "exactly one result" hold. The author of every message is the pubsub
 sender (Kubo's verified `from`); no body field ever names its own author.
 
+Every message is signed by its sender's libp2p key and carries `ts`, its sending time: it
+travels sealed as {"sealed": envelope bytes, "sig": signature}, and receivers check the
+signature against the pubsub sender and the time against a window and their replay memory
+(gridd/compute/authentic.py) before they read a field of it.
+
 A job is identified by (owner, job id): the owner is the offering client's verified sender,
 so anyone can pick any job id without touching someone else's job. Workers' messages about a
 job carry its `owner`; a client ignores those about jobs that are not its own.
@@ -14,8 +19,13 @@ job carry its `owner`; a client ignores those about jobs that are not its own.
 
 from __future__ import annotations
 
+import math
 import re
+import time
+from collections.abc import Callable
 from typing import Any
+
+import msgpack
 
 from gridd.wire import Field, WireError, decode, encode, register
 
@@ -75,9 +85,16 @@ JOB = Field(str, max_len=64, check=_job_id, why="job id: 1-64 of [A-Za-z0-9_.-]"
 MAX_ATTEMPT = 999
 ATTEMPT = Field(int, check=lambda v: 0 <= v <= MAX_ATTEMPT, why="attempt must be 0..999")
 OWNER = Field(str, max_len=128, check=lambda v: len(v) > 0, why="owner must be a peer id")
+TS = Field((int, float), check=lambda v: math.isfinite(v) and v > 0,
+           why="ts must be a positive unix time")
+
+
+def _register(kind: str, fields: dict[str, Field]) -> None:
+    """A compute message type: its fields plus the sending time every message carries."""
+    register(kind, {**fields, "ts": TS})
 NONNEG = Field((int, float), check=lambda v: v >= 0, why="must be >= 0")
 
-register(AD, {
+_register(AD, {
     "slots": Field(int, check=lambda v: 0 < v < 1024, why="slots must be 1..1023"),
     "free": Field(int, check=lambda v: 0 <= v < 1024, why="free must be 0..1023"),
     "cpus": Field(int, check=lambda v: v >= 0, why="cpus must be >= 0"),
@@ -89,7 +106,7 @@ register(AD, {
     "interval": Field(float, check=lambda v: 0 < v <= 600, why="interval must be in (0, 600]"),
     "restricted": Field(bool),
 })
-register(OFFER, {
+_register(OFFER, {
     "job": JOB,
     "attempt": ATTEMPT,
     "model": Field(str, check=_cid, why="model must be a CID"),
@@ -98,14 +115,14 @@ register(OFFER, {
     "bytes": Field(int, check=lambda v: v >= 0, why="bytes must be >= 0"),
     "exclude": Field(list, max_len=256, items=str),
 })
-register(CLAIM, {"job": JOB, "attempt": ATTEMPT, "owner": OWNER})
-register(ASSIGN, {"job": JOB, "attempt": ATTEMPT, "worker": Field(str, max_len=128)})
-register(BEAT, {
+_register(CLAIM, {"job": JOB, "attempt": ATTEMPT, "owner": OWNER})
+_register(ASSIGN, {"job": JOB, "attempt": ATTEMPT, "worker": Field(str, max_len=128)})
+_register(BEAT, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "state": Field(str, check=lambda v: v in ("fetching", "training", "uploading"),
                    why="state must be fetching, training or uploading"),
 })
-register(PROGRESS, {
+_register(PROGRESS, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "first": Field(int, check=lambda v: v >= 0, why="first epoch must be >= 0"),
     "logs": Field(list, max_len=1000, items=dict),
@@ -113,7 +130,7 @@ register(PROGRESS, {
 })
 HISTORY = Field(dict, max_len=64, check=lambda h: all(isinstance(v, list) for v in h.values()),
                 why="history values must be lists")
-register(DONE, {
+_register(DONE, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "model": Field(str, check=_cid, why="model must be a CID"),
     # Inline when it fits the message cap, else the CID of a HISTORY blob (long runs).
@@ -124,22 +141,53 @@ register(DONE, {
 HISTORY_BLOB = "compute.history"
 MAX_HISTORY_BYTES = 64 * 1024 * 1024
 register(HISTORY_BLOB, {"history": HISTORY})
-register(FAILED, {
+_register(FAILED, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
 })
-register(REFUSED, {
+_register(REFUSED, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
 })
-register(CANCEL, {"job": JOB})
+_register(CANCEL, {"job": JOB})
 
 COMPUTE_TYPES = (AD, OFFER, CLAIM, ASSIGN, BEAT, PROGRESS, DONE, FAILED, REFUSED, CANCEL)
 
 
 def pack(msg_type: str, **body: Any) -> bytes:
-    """Encode one compute message (validated against its schema before it leaves)."""
-    return encode(msg_type, body, max_size=MAX_COMPUTE_MESSAGE)
+    """Encode one compute message, stamped with its sending time (validated against its
+    schema before it leaves; the runtime's outbox seals it with a signature)."""
+    body.setdefault("ts", time.time())
+    return encode(msg_type, body, max_size=MAX_COMPUTE_MESSAGE - SEAL_OVERHEAD)
+
+
+SEAL_OVERHEAD = 256  # map keys and a 64-byte signature, with room to spare
+
+
+def seal(envelope: bytes, signature: bytes) -> bytes:
+    """The signed form every compute message travels in."""
+    return msgpack.packb({"sealed": envelope, "sig": signature}, use_bin_type=True)
+
+
+def sealer(sign: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """What a node's outbox applies to each compute message: sign it, seal it."""
+    return lambda envelope: seal(envelope, sign(envelope))
+
+
+def unseal(data: bytes) -> tuple[bytes, bytes]:
+    """(envelope, signature) of a sealed message; WireError ("unsigned: ...") otherwise."""
+    if len(data) > MAX_COMPUTE_MESSAGE:
+        raise WireError(f"message is {len(data)} bytes, over the {MAX_COMPUTE_MESSAGE} limit")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=False)
+    except Exception as e:  # msgpack raises many types
+        raise WireError(f"malformed message: {type(e).__name__}") from None
+    if isinstance(obj, dict) and set(obj) == {"t", "v", "b"}:
+        raise WireError("unsigned: compute messages must be sealed with the sender's signature")
+    if not isinstance(obj, dict) or set(obj) != {"sealed", "sig"} \
+            or not isinstance(obj["sealed"], bytes) or not isinstance(obj["sig"], bytes):
+        raise WireError("malformed message: not a sealed compute message")
+    return obj["sealed"], obj["sig"]
 
 
 def pack_history(history: dict[str, list[float]]) -> bytes:
@@ -160,10 +208,16 @@ def unpack(data: bytes) -> tuple[str, dict[str, Any]]:
 
 
 def rejection_reason(data: bytes, error: WireError) -> str:
-    """Metric label for a refused message: oversized, malformed or schema."""
+    """Metric label for a refused message: oversized, malformed, schema, or the reason an
+    authentication check gave (unsigned, bad_signature, stale, future, replayed)."""
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str):
+        return reason
     if len(data) > MAX_COMPUTE_MESSAGE:
         return "oversized"
     text = str(error)
+    if text.startswith("unsigned"):
+        return "unsigned"
     if text.startswith(("malformed", "unsupported protocol", "expected bytes")):
         return "malformed"
     return "schema"

@@ -15,9 +15,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gridd.compute import protocol as p
+from gridd.compute.authentic import Authenticator
 from gridd.compute.jobs import JobContext, JobError, JobSpec, Trainer
 from gridd.compute.settings import ComputeSettings
 from gridd.compute.sysinfo import MachineInfo, load, machine_info
@@ -60,7 +62,9 @@ class ComputeWorker:
         trainer: Trainer,
         metrics: ComputeMetrics | None = None,
         info: MachineInfo | None = None,
+        state_path: Path | None = None,
     ) -> None:
+        """`state_path`: where replay marks persist across restarts (None: memory only)."""
         settings.validate()
         self.broker = broker
         self.store = store
@@ -77,9 +81,10 @@ class ComputeWorker:
         self._refused: BoundedMap[tuple[str, str, int], None] = BoundedMap(MAX_REMEMBERED)
         self._stop = threading.Event()
         self._shutdown = threading.Event()
+        self.auth = Authenticator(broker.verify, state_path=state_path)
         self.node = Node(broker, settings.topic, self._on_message, name="compute-worker",
                          limits=InboxLimits(max_message_bytes=p.MAX_COMPUTE_MESSAGE),
-                         metrics=self.metrics.runtime)
+                         metrics=self.metrics.runtime, seal=p.sealer(broker.sign))
         self.node.every(settings.heartbeat_interval, self._tick, name="heartbeat")
         self._thread: threading.Thread | None = None
         self.claim_ttl = max(5.0, 3 * settings.heartbeat_interval)
@@ -105,6 +110,7 @@ class ComputeWorker:
         if self._thread is not None:
             self._thread.join(timeout)
         self.node.close()
+        self.auth.save(force=True)
 
     def request_stop(self) -> None:
         """Make wait() return (safe to call from a signal handler)."""
@@ -126,6 +132,8 @@ class ComputeWorker:
             self.handle(msg.sender, msg.data)
 
     def _tick(self) -> None:
+        self.auth.prune()
+        self.auth.save()
         now = time.monotonic()
         with self._lock:
             for key, claim in list(self._claims.items()):
@@ -159,10 +167,12 @@ class ComputeWorker:
 
     def handle(self, sender: str, data: bytes) -> None:
         try:
-            kind, body = p.unpack(data)
+            kind, body = self.auth.open(sender, data)
         except WireError as e:
             self.refuse(p.rejection_reason(data, e), str(e), sender)
             return
+        if kind in (p.OFFER, p.ASSIGN, p.CANCEL):
+            self.auth.save()  # a restart must not forget what this client already sent
         if kind == p.OFFER:
             self._on_offer(sender, body)
         elif kind == p.ASSIGN:

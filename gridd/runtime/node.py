@@ -62,8 +62,10 @@ class Node:
         metrics: RuntimeMetrics | None = None,
         fetch_workers: int | None = None,
         blocking: bool | None = None,
+        seal: Callable[[bytes], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`seal` wraps each published message (a signature), in the publisher thread."""
         self.broker = broker
         self.topic = topic
         self.handler = handler
@@ -80,7 +82,7 @@ class Node:
         )
         self.outbox = Outbox(
             broker, topic, inline=not self.blocking, name=f"{name}-publish",
-            on_error=lambda r: self.metrics.publish_errors.labels(reason=r).inc(),
+            on_error=lambda r: self.metrics.publish_errors.labels(reason=r).inc(), prepare=seal,
         )
         self.handled = 0
         self.topic_peer_count: int | None = None  # last count the watchdog saw

@@ -29,8 +29,12 @@ class Outbox:
     """Publishes to one topic of `broker`; see the module docstring."""
 
     def __init__(self, broker: Broker, topic: str, *, inline: bool,
-                 on_error: Callable[[str], None] | None = None, name: str = "outbox") -> None:
+                 on_error: Callable[[str], None] | None = None, name: str = "outbox",
+                 prepare: Callable[[bytes], bytes] | None = None) -> None:
+        """`prepare` turns a queued message into what is sent (signing it: a Kubo call, so
+        it runs in the publisher thread, not in the caller's loop)."""
         self.broker = broker
+        self.prepare = prepare
         self.topic = topic
         self.inline = inline
         self.published = 0
@@ -99,6 +103,8 @@ class Outbox:
 
     def _send(self, data: bytes) -> bool:
         try:
+            if self.prepare is not None:
+                data = self.prepare(data)
             self.broker.publish(self.topic, data)
         except Exception as e:  # Kubo down for a moment: the next announcement re-sends state
             self._failed("error", e)

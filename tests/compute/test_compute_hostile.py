@@ -33,7 +33,7 @@ class Spy:
 
     def _on(self, msg: Message) -> None:
         try:
-            kind, body = p.unpack(msg.data)
+            kind, body = p.unpack(p.unseal(msg.data)[0])
         except Exception:
             return
         self.seen.append((msg.sender, kind, body))
@@ -48,7 +48,9 @@ class Spy:
         raise AssertionError(f"no {kind} seen")
 
     def publish(self, kind: str, **body: object) -> None:
-        self.broker.publish(p.TOPIC, p.pack(kind, **body))
+        """Signed with the spy's own key: a peer with an identity, like any other."""
+        body.pop("ts", None)
+        self.broker.publish(p.TOPIC, p.sealer(self.broker.sign)(p.pack(kind, **body)))
 
 
 def test_reusing_a_victims_job_id_does_not_touch_the_victims_job(net: MemoryNetwork) -> None:

@@ -76,16 +76,20 @@ def test_lambda_model_is_refused_with_a_clear_error(client: Client, grid: Grid,
 
 def test_bad_messages_are_counted_and_workers_keep_serving(client: Client, grid: Grid,
                                                            digits_small) -> None:
-    bad = [
-        b"\xc1 definitely not msgpack",
-        b"\x00" * (p.MAX_COMPUTE_MESSAGE + 10),  # oversized
-        msgpack.packb({"t": p.OFFER, "v": 1, "b": {"job": "x", "epochs": "many"}}),  # schema
-        msgpack.packb({"t": p.OFFER, "v": 1, "b": {  # an offer that wants code run
-            "job": "evil", "attempt": 0, "model": "bafy" + "a" * 20,
-            "data": {"x": "bafy" + "b" * 20, "y": "bafy" + "c" * 20},
-            "fit": {"epochs": 1, "callbacks": ["rm -rf"]}, "bytes": 10, "exclude": []}}),
-    ]
-    reasons = ("malformed", "oversized", "schema", "bad_fit_args")
+    seal = p.sealer(client.broker.sign)  # signed by the client: past the signature check
+
+    def bad() -> list[bytes]:  # fresh each round: a resent identical message is a replay
+        return [
+            b"\xc1 definitely not msgpack",
+            b"\x00" * (p.MAX_COMPUTE_MESSAGE + 10),  # oversized
+            seal(msgpack.packb({"t": p.OFFER, "v": 1, "b": {"job": "x", "epochs": "many"}})),
+            seal(p.pack(p.OFFER, job="evil", attempt=0, model="bafy" + "a" * 20,  # wants code
+                        data={"x": "bafy" + "b" * 20, "y": "bafy" + "c" * 20},
+                        fit={"epochs": 1, "callbacks": ["rm -rf"]}, bytes=10, exclude=[])),
+            p.pack(p.CANCEL, job="x"),  # well formed but not signed
+        ]
+
+    reasons = ("malformed", "oversized", "schema", "bad_fit_args", "unsigned")
     # oversized messages are dropped by the runtime before they are queued or decoded
     metric = {r: "gridd_jobs_refused_total" for r in reasons} | {
         "oversized": "gridd_inbox_dropped_total"}
@@ -93,7 +97,7 @@ def test_bad_messages_are_counted_and_workers_keep_serving(client: Client, grid:
     next_publish = 0.0
     while True:
         counts = {r: [w.metric(metric[r], reason=r) for w in grid.workers] for r in reasons}
-        missing = [data for data, r in zip(bad, reasons, strict=True) if min(counts[r]) < 1]
+        missing = [data for data, r in zip(bad(), reasons, strict=True) if min(counts[r]) < 1]
         if not missing or time.monotonic() > deadline:
             break
         if time.monotonic() >= next_publish:  # pubsub is best-effort: resend what was missed
@@ -182,3 +186,44 @@ def test_sigkill_mid_job_finishes_on_the_other_worker(client: Client, grid: Grid
     assert len(history.history["loss"]) == 30
     assert model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"] > 0.8
     assert [j["job"] for j in client.jobs()].count(job.id) == 1 and job.status == "done"
+
+
+def test_recorded_offers_replayed_after_a_worker_restart_are_refused(grid: Grid,
+                                                                     digits_small) -> None:
+    """Kubo's seen-cache is gone after a restart; the worker's persisted replay marks are
+    not: a client's recorded offers, re-published from its own daemon (valid signature),
+    start nothing on the restarted worker."""
+    from gridd.ipfs import Subscription
+
+    topic = grid.topic + "-replay"
+    state = grid.tmp / "replay-state"
+    worker = grid.spawn(2, topic, "--state-dir", str(state))
+    worker.wait_ready()
+    recorder = Subscription(grid.cluster.clients[1], topic)  # a third party listening
+    x, y, _, _ = digits_small
+    client = Client(grid.api(0), topic=topic, reoffer_every=0.5)
+    try:
+        recorder.wait_ready()
+        client.fit(mlp(), x, y, epochs=1, progress=False, timeout=120)
+    finally:
+        client.close()
+    recorded = []
+    while (m := recorder.get(timeout=0.5)) is not None:
+        kind, _ = p.unpack(p.unseal(m.data)[0])
+        if kind == p.OFFER and m.sender == client.peer_id:
+            recorded.append(m.data)
+    recorder.close()
+    assert recorded
+    worker.stop()
+    assert (state / "replay.json").exists()
+    again = grid.spawn(2, topic, "--state-dir", str(state))
+    again.wait_ready()
+    sender = grid.cluster.clients[0]  # the client's own daemon: the signatures check out
+    deadline = time.monotonic() + 30
+    while again.metric("gridd_jobs_refused_total", reason="replayed") < 1:
+        assert time.monotonic() < deadline, again.log()[-3000:]
+        for data in recorded:
+            sender.pubsub_pub(topic, data)
+        time.sleep(1.0)  # pubsub is best-effort: resend until one arrives
+    assert again.metric("gridd_jobs_accepted_total") == 0
+    assert again.alive

@@ -144,15 +144,18 @@ def test_bad_messages_are_counted_and_worker_keeps_serving(net: MemoryNetwork) -
     d = Dispatcher(net.broker("client"), lease=2.0).start()
     evil = net.broker("evil")
     try:
+        seal = p.sealer(evil.sign)  # signed by evil: it gets as far as the schema checks
         evil.publish(p.TOPIC, b"\xc1 not msgpack")
-        evil.publish(p.TOPIC, encode("weights", {"arrays": []}))  # a type compute doesn't take
+        evil.publish(p.TOPIC, seal(encode("weights", {"arrays": []})))  # not a compute type
         evil.publish(p.TOPIC, b"\x00" * (p.MAX_COMPUTE_MESSAGE + 1))
-        evil.publish(p.TOPIC, msgpack.packb({"t": p.OFFER, "v": 1, "b": {"job": "j"}}))
+        evil.publish(p.TOPIC, seal(msgpack.packb({"t": p.OFFER, "v": 1, "b": {"job": "j"}})))
+        evil.publish(p.TOPIC, p.pack(p.CANCEL, job="j"))  # well formed, but not sealed
         job = submit(net, d)
         job.result_cid_or_raise(timeout=5)
         refused = w.metrics.jobs_refused
         assert refused.labels(reason="malformed")._value.get() == 1
         assert refused.labels(reason="schema")._value.get() == 2
+        assert refused.labels(reason="unsigned")._value.get() == 1
         # oversized: dropped by the runtime before it is queued, never decoded
         dropped = w.metrics.runtime.messages_dropped
         assert dropped.labels(reason="oversized")._value.get() == 1
