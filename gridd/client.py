@@ -17,6 +17,7 @@ from gridd.compute.dispatch import Dispatcher
 from gridd.compute.remote import Job, RemoteHistory, Uploader, show_progress, submit_fit
 from gridd.compute.table import Table
 from gridd.ipfs import KuboClient
+from gridd.ipfs.roles import claim_role_key
 from gridd.transport import IpfsBroker, IpfsStore
 
 if TYPE_CHECKING:
@@ -42,11 +43,14 @@ class Client:
     ) -> None:
         self.kubo = KuboClient(api)
         try:
-            self.peer_id = self.kubo.id().peer_id  # raises IPFSUnreachable with the fix
+            self.kubo.id()  # raises IPFSUnreachable with the fix
+            # this notebook's own identity on the daemon, so workers there can see it
+            self.identity = claim_role_key(self.kubo, "client")
         except Exception:
             self.kubo.close()
             raise
-        self.broker = IpfsBroker(self.kubo)
+        self.broker = IpfsBroker(self.kubo, self.identity)
+        self.peer_id = self.broker.peer_id
         self.store = IpfsStore(self.kubo)
         self.topic = topic or os.environ.get(protocol.TOPIC_ENV) or protocol.TOPIC
         self.lease = lease
@@ -218,6 +222,7 @@ class Client:
         if self._dispatcher is not None:
             self._dispatcher.close()
             self._dispatcher = None
+        self.identity.release()
         self.kubo.close()
 
     def __enter__(self) -> Client:

@@ -182,9 +182,15 @@ class _IpfsInbox(Inbox):
 
 
 class IpfsBroker(Broker):
-    def __init__(self, client: KuboClient) -> None:
+    """Pubsub on a Kubo daemon. With `key` (a role key, gridd.ipfs.roles), this process
+    speaks and signs as that key's peer id instead of the daemon's, so several gridd
+    processes on one daemon are distinct peers."""
+
+    def __init__(self, client: KuboClient, key: Any = None) -> None:
         self.client = client
-        self.peer_id = client.id().peer_id
+        self.key = key
+        self.daemon_id = client.id().peer_id
+        self.peer_id = key.peer_id if key is not None else self.daemon_id
         self._peering: Any = None
 
     def publish(self, topic: str, data: bytes) -> None:
@@ -198,7 +204,7 @@ class IpfsBroker(Broker):
         return self.client.pubsub_peers(topic)
 
     def sign(self, data: bytes) -> bytes:
-        return self.client.key_sign(data)
+        return self.client.key_sign(data, key=self.key.name if self.key is not None else None)
 
     def maintain(self, topics: Sequence[str]) -> Connectivity:
         """Remember the topics' peers and re-dial those lost (Kubo restart, partition)."""

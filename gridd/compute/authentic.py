@@ -4,8 +4,9 @@ Kubo verifies the pubsub sender of a live message, but anyone can re-publish byt
 recorded, and a restarted node has forgotten what it saw. So every compute message is
 sealed with its author's signature and stamped with its sending time, and a receiver:
 
-1. checks the signature against the pubsub sender (a relayed or replayed message from
-   someone else fails: `bad_signature`; a plain envelope: `unsigned`);
+1. checks the signature against the author the seal names (a message altered or claimed
+   for someone else fails: `bad_signature`; a plain envelope: `unsigned`). The author is
+   who the message is from, whichever daemon relayed it;
 2. refuses a time outside the window (`stale` older than WINDOW s, `future` more than
    SKEW s ahead);
 3. refuses an exact message it accepted before (`replayed`, a digest set over the window);
@@ -69,11 +70,12 @@ class Authenticator:
         self._dirty = False
         self._saved_at = 0.0
 
-    def open(self, sender: str, data: bytes) -> tuple[str, dict[str, Any]]:
-        """(type, body) of an authentic, fresh message; raises WireError (Refused) if not."""
-        envelope, signature = p.unseal(data)
+    def open(self, data: bytes) -> tuple[str, str, dict[str, Any]]:
+        """(author, type, body) of an authentic, fresh message; raises WireError (Refused)
+        if it is not."""
+        envelope, signature, sender = p.unseal(data)
         if not self.verify(sender, envelope, signature):
-            raise Refused("bad_signature", f"not signed by its sender {sender[:60]}")
+            raise Refused("bad_signature", f"not signed by its author {sender[:60]}")
         kind, body = p.unpack(envelope)
         ts = float(body["ts"])
         now = self.clock()
@@ -92,7 +94,7 @@ class Authenticator:
             if ts > self._hwm.get(sender, 0.0):
                 self._hwm[sender] = ts
                 self._dirty = True
-        return kind, body
+        return sender, kind, body
 
     def prune(self) -> None:
         """Forget digests older than the window (the window refuses those anyway)."""

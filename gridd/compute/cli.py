@@ -88,15 +88,17 @@ def run_worker(settings: ComputeSettings, state_dir: Path | None = None) -> None
     from gridd.compute.trainer import KerasTrainer
     from gridd.compute.worker import ComputeWorker
     from gridd.ipfs import IPFSError, KuboClient
+    from gridd.ipfs.roles import NoFreeIdentity, claim_role_key
     from gridd.metrics import ComputeMetrics, serve
     from gridd.transport import IpfsBroker, IpfsStore
 
     log = logging.getLogger("gridd.compute")
     kubo = KuboClient(settings.api)
     try:
-        broker = IpfsBroker(kubo)
+        # this worker's own identity on the daemon (a notebook or other workers may share it)
+        broker = IpfsBroker(kubo, claim_role_key(kubo, "worker"))
         kubo.pubsub_ls()
-    except IPFSError as e:
+    except (IPFSError, NoFreeIdentity) as e:
         click.echo(str(e), err=True)
         sys.exit(1)
     metrics = ComputeMetrics()

@@ -160,7 +160,7 @@ class Dispatcher:
         self.auth = Authenticator(broker.verify)
         self.node = Node(broker, topic, self._on_message, name="compute-dispatch",
                          limits=InboxLimits(max_message_bytes=p.MAX_COMPUTE_MESSAGE),
-                         metrics=metrics, seal=p.sealer(broker.sign))
+                         metrics=metrics, seal=p.sealer(broker.sign, broker.peer_id))
         self.node.every(TICK, lambda: self._tick(time.monotonic()), name="dispatch")
         self.node.every(30.0, self.auth.prune, name="forget")
         self._thread: threading.Thread | None = None
@@ -231,8 +231,7 @@ class Dispatcher:
         self.node.publish(data)
 
     def _on_message(self, msg: Message) -> None:
-        if msg.sender != self.peer_id:
-            self.handle(msg.sender, msg.data)
+        self.handle(msg.sender, msg.data)
 
     def _tick(self, now: float) -> None:
         reoffer: list[RemoteJob] = []
@@ -306,13 +305,17 @@ class Dispatcher:
             except Exception:
                 log.exception("progress callback failed")
 
-    def handle(self, sender: str, data: bytes) -> None:
+    def handle(self, relayer: str, data: bytes) -> None:
+        """One message as relayed by `relayer`'s daemon; it is from its signed author."""
         try:
-            kind, body = self.auth.open(sender, data)
+            sender, kind, body = self.auth.open(data)
         except WireError as e:
             self.rejected += 1
-            log.warning("rejected message from %s (%s): %s", sender, p.rejection_reason(data, e), e)
+            log.warning("rejected message relayed by %s (%s): %s", relayer,
+                        p.rejection_reason(data, e), e)
             return
+        if sender == self.peer_id:
+            return  # our own echo
         now = time.monotonic()
         if kind == p.AD:
             if self.trusted is not None and sender not in self.trusted:

@@ -7,10 +7,12 @@ stops beating is re-offered with a higher `attempt`; messages of an older attemp
 which is what makes "exactly one result" hold. The author of every message is the pubsub
 sender (Kubo's verified `from`); no body field ever names its own author.
 
-Every message is signed by its sender's libp2p key and carries `ts`, its sending time: it
-travels sealed as {"sealed": envelope bytes, "sig": signature}, and receivers check the
-signature against the pubsub sender and the time against a window and their replay memory
-(gridd/compute/authentic.py) before they read a field of it.
+Every message is signed by its author's key and carries `ts`, its sending time: it travels
+sealed as {"sealed": envelope bytes, "sig": signature, "by": author peer id}, and receivers
+check the signature against the author and the time against a window and their replay
+memory (gridd/compute/authentic.py) before they read a field of it. The author, not the
+pubsub sender (the daemon that relayed it), is who a message is from: several gridd
+processes share one daemon, each with its own role key (gridd/ipfs/roles.py).
 
 A job is identified by (owner, job id): the owner is the offering client's verified sender,
 so anyone can pick any job id without touching someone else's job. Workers' messages about a
@@ -164,18 +166,19 @@ def pack(msg_type: str, **body: Any) -> bytes:
 SEAL_OVERHEAD = 256  # map keys and a 64-byte signature, with room to spare
 
 
-def seal(envelope: bytes, signature: bytes) -> bytes:
+def seal(envelope: bytes, signature: bytes, author: str) -> bytes:
     """The signed form every compute message travels in."""
-    return msgpack.packb({"sealed": envelope, "sig": signature}, use_bin_type=True)
+    return msgpack.packb({"sealed": envelope, "sig": signature, "by": author},
+                         use_bin_type=True)
 
 
-def sealer(sign: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+def sealer(sign: Callable[[bytes], bytes], author: str) -> Callable[[bytes], bytes]:
     """What a node's outbox applies to each compute message: sign it, seal it."""
-    return lambda envelope: seal(envelope, sign(envelope))
+    return lambda envelope: seal(envelope, sign(envelope), author)
 
 
-def unseal(data: bytes) -> tuple[bytes, bytes]:
-    """(envelope, signature) of a sealed message; WireError ("unsigned: ...") otherwise."""
+def unseal(data: bytes) -> tuple[bytes, bytes, str]:
+    """(envelope, signature, author) of a sealed message; WireError otherwise."""
     if len(data) > MAX_COMPUTE_MESSAGE:
         raise WireError(f"message is {len(data)} bytes, over the {MAX_COMPUTE_MESSAGE} limit")
     try:
@@ -184,10 +187,11 @@ def unseal(data: bytes) -> tuple[bytes, bytes]:
         raise WireError(f"malformed message: {type(e).__name__}") from None
     if isinstance(obj, dict) and set(obj) == {"t", "v", "b"}:
         raise WireError("unsigned: compute messages must be sealed with the sender's signature")
-    if not isinstance(obj, dict) or set(obj) != {"sealed", "sig"} \
-            or not isinstance(obj["sealed"], bytes) or not isinstance(obj["sig"], bytes):
+    if not isinstance(obj, dict) or set(obj) != {"sealed", "sig", "by"} \
+            or not isinstance(obj["sealed"], bytes) or not isinstance(obj["sig"], bytes) \
+            or not isinstance(obj["by"], str) or not 0 < len(obj["by"]) <= 128:
         raise WireError("malformed message: not a sealed compute message")
-    return obj["sealed"], obj["sig"]
+    return obj["sealed"], obj["sig"], obj["by"]
 
 
 def pack_history(history: dict[str, list[float]]) -> bytes:

@@ -84,7 +84,7 @@ class ComputeWorker:
         self.auth = Authenticator(broker.verify, state_path=state_path)
         self.node = Node(broker, settings.topic, self._on_message, name="compute-worker",
                          limits=InboxLimits(max_message_bytes=p.MAX_COMPUTE_MESSAGE),
-                         metrics=self.metrics.runtime, seal=p.sealer(broker.sign))
+                         metrics=self.metrics.runtime, seal=p.sealer(broker.sign, broker.peer_id))
         self.node.every(settings.heartbeat_interval, self._tick, name="heartbeat")
         self._thread: threading.Thread | None = None
         self.claim_ttl = max(5.0, 3 * settings.heartbeat_interval)
@@ -128,8 +128,7 @@ class ComputeWorker:
     # -- the loop -------------------------------------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
-        if msg.sender != self.peer_id:
-            self.handle(msg.sender, msg.data)
+        self.handle(msg.sender, msg.data)
 
     def _tick(self) -> None:
         self.auth.prune()
@@ -165,12 +164,15 @@ class ComputeWorker:
         self.metrics.jobs_refused.labels(reason=reason).inc()
         log.warning("refused input from %s (%s): %s", sender, reason, detail)
 
-    def handle(self, sender: str, data: bytes) -> None:
+    def handle(self, relayer: str, data: bytes) -> None:
+        """One message as relayed by `relayer`'s daemon; it is from its signed author."""
         try:
-            kind, body = self.auth.open(sender, data)
+            sender, kind, body = self.auth.open(data)
         except WireError as e:
-            self.refuse(p.rejection_reason(data, e), str(e), sender)
+            self.refuse(p.rejection_reason(data, e), str(e), relayer)
             return
+        if sender == self.peer_id:
+            return  # our own echo (other gridd processes on our daemon are other authors)
         if kind in (p.OFFER, p.ASSIGN, p.CANCEL):
             self.auth.save()  # a restart must not forget what this client already sent
         if kind == p.OFFER:

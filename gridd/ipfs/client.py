@@ -212,6 +212,16 @@ class KuboClient:
 
     # -- keys -----------------------------------------------------------------------------------
 
+    def key_list(self) -> dict[str, str]:
+        """{key name: peer id (12D3KooW... for Ed25519)} of the daemon's keystore."""
+        d = self.rpc("key/list", ipns_base="b58mh") or {}
+        return {k["Name"]: k["Id"] for k in d.get("Keys") or []}
+
+    def key_gen(self, name: str) -> str:
+        """Create an Ed25519 key named `name` in the daemon's keystore; its peer id."""
+        d = self.rpc("key/gen", arg=name, type="ed25519", ipns_base="b58mh")
+        return str(d["Id"])
+
     def key_sign(self, data: bytes, key: str | None = None) -> bytes:
         """Sign `data` with the node's key (or a named one): Kubo signs "libp2p-key signed
         message:" + data with Ed25519; gridd.identity.verify checks it offline."""

@@ -17,8 +17,9 @@ on the loop thread. Everything remembered is bounded (`BoundedMap`) and pruned:
 * a transaction without a valid signature of its issuer (over its signing bytes) is
   rejected for good (`unsigned`, `bad_signature`): whoever relayed it, pubsub or IPFS, the
   record is attributable to the key that signed it, and its id commits to the signature;
-* a message that lies about its sender is dropped (counted) but its id is *not*
-  remembered, so nobody can block an honest transaction by replaying it first;
+* (without signature checks) a message that lies about its sender is dropped (counted)
+  but its id is *not* remembered, so nobody can block an honest transaction by replaying
+  it first;
 * content that is unavailable (timeout, no provider) is retried with backoff, then given
   up: weights after MAX_WEIGHT_ATTEMPTS, a head named by someone after
   MAX_RUMOUR_ATTEMPTS, a missing parent after MAX_PARENT_ATTEMPTS (the transactions
@@ -219,11 +220,13 @@ class TangleBuilder:
         """Try to bring `tx` in; returns what entered the tangle now (usually nothing: the
         weights are fetched in the pool, and `on_insert` reports the insertion later).
 
-        `sender` (the verified pubsub sender of a `tree.tx` announcement) must equal the
-        issuer; fetched history (sender None) is authenticated by its hash chain only and
-        attributed to `origin`, the peer whose announcement led to it.
+        With `verify`, a transaction is its issuer's if the issuer signed it, whoever
+        relayed it (several gridd processes share a daemon, and peers re-announce each
+        other's heads). Without it, `sender` (the verified pubsub sender of a `tree.tx`)
+        must equal the issuer. Fetching is attributed to `origin` (the sender, or the peer
+        whose announcement led to it) for throttling.
         """
-        if sender is not None and tx.issuer != sender:
+        if sender is not None and tx.issuer != sender and self.verify is None:
             self.reject("bad_issuer", f"{tx.id[:12]} claims issuer {tx.issuer[:60]!r} but was "
                         f"sent by {sender[:60]!r}", tx.id, remember=False)
             return []

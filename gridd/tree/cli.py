@@ -210,6 +210,7 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
         raise click.UsageError("--observer takes no --data")
 
     from gridd.data import DataError, load_npz
+    from gridd.ipfs.roles import NoFreeIdentity, claim_role_key
     from gridd.metrics import TreeMetrics, serve
     from gridd.transport import IpfsBroker, IpfsStore
     from gridd.tree.genesis import GenesisError, load_genesis
@@ -220,6 +221,8 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
     try:
         client = KuboClient(api, timeout=max(30.0, settings.timeout))
         client.id()
+        # this peer's own identity on the daemon (other peers and notebooks may share it)
+        broker = IpfsBroker(client, claim_role_key(client, "tree"))
         if create_genesis:
             genesis_id = make_genesis(client, model_spec, init_seed, **rest)
             click.echo(f"created genesis {genesis_id}", err=True)
@@ -237,14 +240,14 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
         root = Path(os.environ.get(STATE_ROOT_ENV, str(DEFAULT_STATE_ROOT))).expanduser()
         directory = Path(state_dir) if state_dir else root / genesis_id[:16]
         metrics = TreeMetrics()
-        peer = TreePeer(genesis_id=genesis_id, broker=IpfsBroker(client),
+        peer = TreePeer(genesis_id=genesis_id, broker=broker,
                         store=IpfsStore(client), dataset=dataset, settings=settings,
                         state_dir=directory, metrics=metrics, seed=seed)
         peer.open()
     except (DataError, GenesisError, StateError, ValueError) as e:
         # bad data, a genesis that is not one, a keras tangle on a no_tf peer, ...
         raise click.ClickException(str(e)) from None
-    except IPFSError as e:
+    except (IPFSError, NoFreeIdentity) as e:
         raise click.ClickException(str(e)) from None
     if metrics_port is not None:
         port = serve(metrics.registry, metrics_port)

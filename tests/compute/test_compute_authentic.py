@@ -27,55 +27,60 @@ def offer(ts: float, job: str = "j1") -> bytes:
                   bytes=10, exclude=[], ts=ts)
 
 
-def reason(auth: Authenticator, sender: str, data: bytes) -> str | None:
+def reason(auth: Authenticator, data: bytes) -> str | None:
     try:
-        auth.open(sender, data)
+        auth.open(data)
     except Refused as e:
         return e.reason
     return None
+
+
+def sealer(net: MemoryNetwork, name: str):
+    return p.sealer(net.broker(name).sign, name)
 
 
 def test_signature_must_be_the_senders() -> None:
     net = MemoryNetwork()
     clock = Clock()
     auth = Authenticator(net.keyring.verify, clock=clock)
-    alice = p.sealer(net.broker("alice").sign)
+    alice = sealer(net, "alice")
     sealed = alice(offer(clock.now))
-    assert reason(auth, "mallory", sealed) == "bad_signature"  # relayed by someone else
-    assert reason(auth, "alice", sealed) is None
-    assert reason(auth, "alice", sealed) == "replayed"  # the same message twice
-    envelope, sig = p.unseal(sealed)
-    tampered = p.seal(envelope.replace(b"j1", b"j2"), sig)
-    assert reason(auth, "alice", tampered) == "bad_signature"
+    envelope, sig, _ = p.unseal(sealed)
+    assert reason(auth, p.seal(envelope, sig, "mallory")) == "bad_signature"  # claimed
+    assert reason(auth, sealed) is None
+    assert auth.open(alice(offer(clock.now, job="j2")))[0] == "alice"  # from its author
+    assert reason(auth, sealed) == "replayed"  # the same message twice
+    tampered = p.seal(envelope.replace(b"j1", b"j3"), sig, "alice")
+    assert reason(auth, tampered) == "bad_signature"
     with pytest.raises(Exception, match="unsigned"):
-        auth.open("alice", offer(clock.now))
+        auth.open(offer(clock.now))
 
 
 def test_time_window() -> None:
     net = MemoryNetwork()
     clock = Clock()
     auth = Authenticator(net.keyring.verify, clock=clock, window=300, skew=60)
-    alice = p.sealer(net.broker("alice").sign)
-    assert reason(auth, "alice", alice(offer(clock.now - 301))) == "stale"
-    assert reason(auth, "alice", alice(offer(clock.now + 61))) == "future"
-    assert reason(auth, "alice", alice(offer(clock.now - 299))) is None
+    alice = sealer(net, "alice")
+    assert reason(auth, alice(offer(clock.now - 301))) == "stale"
+    assert reason(auth, alice(offer(clock.now + 61))) == "future"
+    assert reason(auth, alice(offer(clock.now - 299))) is None
 
 
 def test_replay_marks_survive_a_restart(tmp_path: Path) -> None:
     net = MemoryNetwork()
     clock = Clock()
     state = tmp_path / "replay.json"
-    alice = p.sealer(net.broker("alice").sign)
+    alice = sealer(net, "alice")
     recorded = [alice(offer(clock.now + i, job=f"j{i}")) for i in range(3)]
     first = Authenticator(net.keyring.verify, state_path=state, clock=clock)
     for m in recorded:
-        assert reason(first, "alice", m) is None
+        assert reason(first, m) is None
     first.save(force=True)
     clock.now += 5
     again = Authenticator(net.keyring.verify, state_path=state, clock=clock)  # restarted
-    assert [reason(again, "alice", m) for m in recorded] == ["replayed"] * 3
-    assert reason(again, "alice", alice(offer(clock.now, job="new"))) is None
-    assert reason(again, "bob", p.sealer(net.broker("bob").sign)(offer(clock.now))) is None
+    assert [reason(again, m) for m in recorded] == ["replayed"] * 3
+    assert reason(again, alice(offer(clock.now, job="new"))) is None
+    assert reason(again, sealer(net, "bob")(offer(clock.now))) is None
 
 
 def test_unreadable_marks_are_ignored_with_a_warning(tmp_path: Path,

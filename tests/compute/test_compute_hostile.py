@@ -33,10 +33,11 @@ class Spy:
 
     def _on(self, msg: Message) -> None:
         try:
-            kind, body = p.unpack(p.unseal(msg.data)[0])
+            envelope, _, author = p.unseal(msg.data)
+            kind, body = p.unpack(envelope)
         except Exception:
             return
-        self.seen.append((msg.sender, kind, body))
+        self.seen.append((author, kind, body))
 
     def first(self, kind: str, timeout: float = 3.0) -> tuple[str, dict]:
         deadline = time.monotonic() + timeout
@@ -50,7 +51,7 @@ class Spy:
     def publish(self, kind: str, **body: object) -> None:
         """Signed with the spy's own key: a peer with an identity, like any other."""
         body.pop("ts", None)
-        self.broker.publish(p.TOPIC, p.sealer(self.broker.sign)(p.pack(kind, **body)))
+        self.broker.publish(p.TOPIC, p.sealer(self.broker.sign, self.broker.peer_id)(p.pack(kind, **body)))
 
 
 def test_reusing_a_victims_job_id_does_not_touch_the_victims_job(net: MemoryNetwork) -> None:

@@ -76,7 +76,7 @@ def test_lambda_model_is_refused_with_a_clear_error(client: Client, grid: Grid,
 
 def test_bad_messages_are_counted_and_workers_keep_serving(client: Client, grid: Grid,
                                                            digits_small) -> None:
-    seal = p.sealer(client.broker.sign)  # signed by the client: past the signature check
+    seal = p.sealer(client.broker.sign, client.peer_id)  # signed: past the signature check
 
     def bad() -> list[bytes]:  # fresh each round: a resent identical message is a replay
         return [
@@ -209,8 +209,9 @@ def test_recorded_offers_replayed_after_a_worker_restart_are_refused(grid: Grid,
         client.close()
     recorded = []
     while (m := recorder.get(timeout=0.5)) is not None:
-        kind, _ = p.unpack(p.unseal(m.data)[0])
-        if kind == p.OFFER and m.sender == client.peer_id:
+        envelope, _, author = p.unseal(m.data)
+        kind, _ = p.unpack(envelope)
+        if kind == p.OFFER and author == client.peer_id:
             recorded.append(m.data)
     recorder.close()
     assert recorded

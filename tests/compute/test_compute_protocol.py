@@ -144,7 +144,7 @@ def test_bad_messages_are_counted_and_worker_keeps_serving(net: MemoryNetwork) -
     d = Dispatcher(net.broker("client"), lease=2.0).start()
     evil = net.broker("evil")
     try:
-        seal = p.sealer(evil.sign)  # signed by evil: it gets as far as the schema checks
+        seal = p.sealer(evil.sign, "evil")  # signed by evil: it gets as far as the schema checks
         evil.publish(p.TOPIC, b"\xc1 not msgpack")
         evil.publish(p.TOPIC, seal(encode("weights", {"arrays": []})))  # not a compute type
         evil.publish(p.TOPIC, b"\x00" * (p.MAX_COMPUTE_MESSAGE + 1))

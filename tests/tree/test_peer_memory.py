@@ -167,16 +167,18 @@ def test_malformed_messages_and_lying_senders_are_counted_not_fatal(
     for junk in (b"", b"\xff" * 10, b"\x81\xa1t\xa1x"):
         mallory.publish(peer.topic, junk)
     honest = forge(memnet, "alice", [g.id], encode_weights(good_weights(peer, 0.5)), send=False)
-    mallory.publish(peer.topic, messages.tx_message(honest))  # alice's tx, replayed by mallory
+    claim = Transaction.create([g.id], honest.weights_cid, "alice", 7.0)
+    lie = claim.signed(memnet.keyring.sign("mallory", claim.signing_bytes()))
+    mallory.publish(peer.topic, messages.tx_message(lie))  # "alice's", signed by mallory
     mallory.publish(peer.topic, messages.heads_message([], 0)[:-3] + b"abc")
     assert peer.process_messages() == 5
     assert rejected(peer, "malformed") == 4
-    assert rejected(peer, "bad_issuer") == 1
-    assert honest.id not in peer.tangle
-    # the replay did not poison the id: alice's own announcement is accepted
-    memnet.broker("alice").publish(peer.topic, messages.tx_message(honest))
+    assert rejected(peer, "bad_signature") == 1
+    assert lie.id not in peer.tangle
+    # alice's real transaction relayed by mallory is alice's: who signed it, not who sent it
+    mallory.publish(peer.topic, messages.tx_message(honest))
     peer.process_messages()
-    assert honest.id in peer.tangle
+    assert honest.id in peer.tangle and peer.tangle[honest.id].issuer == "alice"
 
 
 def test_observer_follows_but_never_trains(peers_factory: Factory) -> None:
