@@ -19,15 +19,13 @@ from gridd.ipfs import (
 from gridd.ipfs.address import API_ENV
 
 api_option = click.option(
-    "--api",
-    envvar=API_ENV,
-    default=DEFAULT_API,
-    show_default=True,
-    help=f"Kubo RPC address, multiaddr or URL (env {API_ENV}).",
+    "--api", envvar=API_ENV, default=None,
+    help=f"Kubo RPC address, multiaddr or URL (env {API_ENV}; default: the daemon of "
+    f"$IPFS_PATH, as the ipfs CLI finds it, else {DEFAULT_API}).",
 )
 
 
-def _client(api: str) -> KuboClient:
+def _client(api: str | None) -> KuboClient:
     try:
         return KuboClient(api)
     except ValueError as e:
@@ -155,10 +153,12 @@ def peers(ctx: click.Context, api: str) -> None:
 
 @peers.command("connect")
 @click.argument("multiaddr")
+@click.option("--api", "own_api", envvar=API_ENV, default=None,
+              help="Kubo RPC address (also accepted before `connect`).")
 @click.pass_obj
-def peers_connect(api: str, multiaddr: str) -> None:
+def peers_connect(api: str | None, multiaddr: str, own_api: str | None) -> None:
     """Connect to a peer: /ip4/1.2.3.4/tcp/4001/p2p/12D3Koo..."""
-    client = _client(api)
+    client = _client(own_api or api)
     try:
         client.swarm_connect(multiaddr)
     except IPFSError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001"
@@ -32,13 +33,26 @@ def _is_ipv4(host: str) -> bool:
     return len(parts) == 4 and all(p.isdigit() and 0 <= int(p) <= 255 for p in parts)
 
 
+def repo_api_address() -> str | None:
+    """The API address a running daemon wrote to its repo ($IPFS_PATH, default
+    $GRIDD_HOME/ipfs), as the ipfs CLI finds it; None if there is none."""
+    home = Path(os.environ.get("GRIDD_HOME") or Path.home() / ".gridd")
+    repo = Path(os.environ.get("IPFS_PATH") or home / "ipfs")
+    try:
+        text = (repo / "api").read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
 def parse_api_address(addr: str | None = None) -> ApiAddress:
     """Accept /ip4/H/tcp/P, /ip6/H/tcp/P, /dns*/H/tcp/P, http(s)://H:P or H:P.
 
-    None means $GRIDD_IPFS_API, then the Kubo default /ip4/127.0.0.1/tcp/5001.
+    None means $GRIDD_IPFS_API, then the address the daemon of $IPFS_PATH (default
+    ~/.gridd/ipfs) wrote to its repo, then the Kubo default /ip4/127.0.0.1/tcp/5001.
     """
     if addr is None:
-        addr = os.environ.get(API_ENV) or DEFAULT_API
+        addr = os.environ.get(API_ENV) or repo_api_address() or DEFAULT_API
     addr = addr.strip()
     if addr.startswith("/"):
         parts = [p for p in addr.split("/") if p]

@@ -56,8 +56,9 @@ def _setting_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _api_option = click.option(
-    "--api", envvar=API_ENV, default=DEFAULT_API, show_default=True,
-    help=f"Kubo RPC address, multiaddr or URL (env {API_ENV}).",
+    "--api", envvar=API_ENV, default=None,
+    help=f"Kubo RPC address, multiaddr or URL (env {API_ENV}; default: the daemon of "
+    f"$IPFS_PATH, as the ipfs CLI finds it, else {DEFAULT_API}).",
 )
 
 

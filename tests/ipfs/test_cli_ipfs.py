@@ -77,3 +77,25 @@ def test_peers_connect(kubo_cluster) -> None:
     api = cluster.daemons[0].api_address() or ""
     bad = run("peers", "--api", api, "connect", "/ip4/127.0.0.1/tcp/1")
     assert bad.returncode == 1 and "swarm/connect" in bad.stderr
+    # as the README writes it: the option after the subcommand works too
+    for peer, _ in a.swarm_peers():
+        a.request("swarm/disconnect", {"arg": f"/p2p/{peer}"})
+    after = run("peers", "connect", "--api", api, addr)
+    assert after.returncode == 0, after
+    assert b.id().peer_id in {p for p, _ in a.swarm_peers()}
+
+
+@pytest.mark.kubo
+def test_the_repos_daemon_is_found_without_api(tmp_path: Path) -> None:
+    """As the ipfs CLI does: with IPFS_PATH set, no --api is needed whatever the port."""
+    import os
+
+    daemon = KuboDaemon(tmp_path / "repo", local_only=True)  # a random API port
+    daemon.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "GRIDD_IPFS_API"}
+        out = run("ipfs", "status", env={**env, "IPFS_PATH": str(tmp_path / "repo")})
+        assert out.returncode == 0, out
+        assert (daemon.api_address() or "?").split("/")[-1] in out.stdout
+    finally:
+        daemon.stop()
