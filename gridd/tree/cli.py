@@ -140,6 +140,21 @@ def make_genesis(client: KuboClient, model_spec: str | None, init_seed: int | No
         raise click.ClickException(str(e)) from None
 
 
+def default_state_dir(genesis_id: str, identity: str, root: Path | None = None) -> Path:
+    """`<root>/<genesis id[:16]>/<identity>`, root being $GRIDD_TREE_STATE or ~/.gridd/tree.
+
+    One directory per identity (the peer id the peer signs as), because a directory holds
+    one peer's log and counters: several peers of one tangle on one machine must not share
+    it (and lock_state_dir refuses a second process on the same directory).
+    """
+    if (not identity or identity in (".", "..") or "/" in identity or "\\" in identity
+            or "\0" in identity):
+        raise ValueError(f"identity {identity!r} cannot name a state directory")
+    if root is None:
+        root = Path(os.environ.get(STATE_ROOT_ENV) or str(DEFAULT_STATE_ROOT))
+    return root.expanduser() / genesis_id[:16] / identity
+
+
 def configure_logging(settings: TreeSettings) -> None:
     """LOGGER and LOGGING_LEVEL: where the peer's log goes and how much of it."""
     root = logging.getLogger()
@@ -174,7 +189,7 @@ def configure_logging(settings: TreeSettings) -> None:
               help="YAML settings file (over configs/tree.yaml, under env and flags).")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help=f"Where the tangle log and state live (default ${STATE_ROOT_ENV} or "
-                   "~/.gridd/tree/<genesis>).")
+                   "~/.gridd/tree, then /<genesis>/<peer id>); one process per directory.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics on this port (0 picks one).")
 @click.option("--seed", type=int, default=None, help="Seed of tip selection and training.")
@@ -217,7 +232,7 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
     from gridd.tree.genesis import GenesisError, load_genesis
     from gridd.tree.messages import topic_for
     from gridd.tree.peer import TreePeer
-    from gridd.tree.state import StateError
+    from gridd.tree.state import STATE_FILE, StateError, StateLockedError, lock_state_dir
 
     try:
         client = KuboClient(api, timeout=max(30.0, settings.timeout))
@@ -234,12 +249,22 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
             topic_for(genesis_id)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--genesis") from None
+        directory = (Path(state_dir) if state_dir
+                     else default_state_dir(genesis_id, broker.peer_id))
+        try:
+            state_lock = lock_state_dir(directory)  # held until this process exits
+        except StateLockedError as e:
+            raise click.UsageError(str(e)) from None
+        except OSError as e:
+            raise click.ClickException(f"state directory {directory}: {e}") from None
+        legacy = directory.parent / STATE_FILE  # the default before it was per identity
+        if not state_dir and legacy.is_file() and not (directory / STATE_FILE).exists():
+            click.echo(f"note: {legacy.parent} holds state from an older gridd; to resume "
+                       f"it, pass --state-dir {legacy.parent}", err=True)
         genesis = load_genesis(IpfsStore(client), genesis_id, timeout=settings.timeout)
         dataset = None
         if data:
             dataset = load_npz(data, genesis.recipe.input_shape, genesis.recipe.classes)
-        root = Path(os.environ.get(STATE_ROOT_ENV, str(DEFAULT_STATE_ROOT))).expanduser()
-        directory = Path(state_dir) if state_dir else root / genesis_id[:16]
         metrics = TreeMetrics()
         peer = TreePeer(genesis_id=genesis_id, broker=broker,
                         store=IpfsStore(client), dataset=dataset, settings=settings,
@@ -267,6 +292,7 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
         peer.run(stop)
     finally:
         peer.close()
+        state_lock.release()
         click.echo(f"stopped after {time.monotonic() - started:.0f}s: "
                    f"{len(peer.tangle)} transactions, {peer.counters.published} published",
                    err=True)
