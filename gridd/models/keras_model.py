@@ -20,6 +20,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -329,6 +330,149 @@ def _optimizer(recipe: Recipe) -> Any:
     if recipe.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=recipe.learning_rate)
     return keras.optimizers.SGD(learning_rate=recipe.learning_rate)
+
+
+# -- a recipe from a compiled model ---------------------------------------------------------
+
+#: Keras optimizer classes a Recipe can name, and what it names them.
+RECIPE_OPTIMIZERS = {"SGD": "sgd", "Adam": "adam"}
+#: Metric names (as compile() takes them) that mean the recipe's "accuracy" for class-index
+#: labels; Keras maps "accuracy" itself to sparse categorical accuracy for them.
+ACCURACY_NAMES = frozenset({"accuracy", "acc", "sparse_categorical_accuracy"})
+
+
+class UnsupportedCompileError(ValueError):
+    """A compiled model whose training settings a tangle Recipe cannot carry: refused rather
+    than silently replaced, since every peer trains with what the recipe says."""
+
+
+def recipe_from_model(model: keras.Model, *, batch_size: int | None = None,
+                      local_epochs: int | None = None) -> Recipe:
+    """The Recipe a compiled Keras model implies: architecture "keras", its input shape and
+    classes, its optimizer (SGD or Adam with its learning rate), loss and metric.
+
+    Peers rebuild the optimizer from the recipe alone (`SGD(lr)` / `Adam(lr)`), so anything
+    else about it (momentum, betas, clipping, weight decay, a learning-rate schedule, another
+    optimizer) is refused with UnsupportedCompileError, as is a loss other than
+    sparse_categorical_crossentropy on probabilities and a metric other than accuracy (no
+    metric at all means accuracy, which peers need to compare models). A compiled model
+    carries no batch size or epoch count: they default to the Recipe's (16 and 1).
+    """
+    import keras
+
+    if not getattr(model, "compiled", False):
+        raise UnsupportedCompileError(
+            "the model is not compiled, so gridd cannot tell how peers should train it: "
+            "compile it first, e.g. model.compile(optimizer=keras.optimizers.Adam(1e-3), "
+            "loss='sparse_categorical_crossentropy', metrics=['accuracy']), or pass "
+            "recipe=Recipe('keras', ...)")
+    in_shape, out_shape = model.input_shape, model.output_shape
+    if (not isinstance(in_shape, tuple) or any(d is None for d in in_shape[1:])
+            or not isinstance(out_shape, tuple) or len(out_shape) != 2):
+        raise UnsupportedCompileError(
+            f"a tangle model takes one input of fixed shape and outputs one vector of class "
+            f"probabilities; this one takes {in_shape} and outputs {out_shape}")
+    optimizer, learning_rate = _recipe_optimizer(keras, model.optimizer)
+    _check_recipe_loss(keras, model.loss)  # before serializing: Keras warns on a lambda
+    config = model.get_compile_config() or {}
+    for key in ("loss_weights", "weighted_metrics"):
+        if config.get(key):
+            raise UnsupportedCompileError(
+                f"the model is compiled with {key}={config[key]!r}; a tangle recipe cannot "
+                "carry it")
+    metric = _recipe_metric(config.get("metrics"))
+    defaults = {f.name: f.default for f in fields(Recipe)}
+    return Recipe(
+        "keras", tuple(int(d) for d in in_shape[1:]), int(out_shape[-1]),
+        optimizer=optimizer, learning_rate=learning_rate,
+        batch_size=defaults["batch_size"] if batch_size is None else batch_size,
+        local_epochs=defaults["local_epochs"] if local_epochs is None else local_epochs,
+        loss="sparse_categorical_crossentropy", metric=metric,
+    )
+
+
+def _recipe_optimizer(keras: Any, opt: Any) -> tuple[str, float]:
+    """(recipe name, learning rate) of an optimizer peers can rebuild from them alone."""
+    cls = type(opt)
+    name = RECIPE_OPTIMIZERS.get(cls.__name__)
+    if name is None or cls is not getattr(keras.optimizers, cls.__name__):
+        raise UnsupportedCompileError(
+            f"the model is compiled with the optimizer {cls.__name__}; a tangle recipe carries "
+            f"only {' or '.join(RECIPE_OPTIMIZERS)} (with a learning rate): compile with one "
+            "of them, or pass recipe=Recipe(...)")
+    config = opt.get_config()
+    lr = config.get("learning_rate")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+        schedule = lr.get("class_name") if isinstance(lr, dict) else type(lr).__name__
+        raise UnsupportedCompileError(
+            f"the model's {cls.__name__} has a learning-rate schedule ({schedule}); a tangle "
+            "recipe carries one constant learning rate")
+    lr = float(str(np.float32(lr)))  # Keras keeps it as float32: 0.003, not 0.0030000000261
+    plain = cls(learning_rate=lr).get_config()
+    changed = sorted(k for k, v in config.items()
+                     if k not in ("name", "learning_rate") and plain.get(k, v) != v)
+    changed += sorted(k for k in plain if k not in config)
+    if changed:
+        settings = ", ".join(f"{k}={config.get(k)!r}" for k in changed)
+        raise UnsupportedCompileError(
+            f"the model's {cls.__name__} sets {settings}; a tangle recipe carries only its "
+            f"learning rate and peers would train with {cls.__name__}'s defaults: compile with "
+            f"{cls.__name__}(learning_rate=...) alone, or pass recipe=Recipe(...)")
+    return name, lr
+
+
+def _check_recipe_loss(keras: Any, loss: Any) -> None:
+    """Accept sparse categorical cross-entropy on probabilities, in any form compile takes."""
+    resolved = loss
+    if isinstance(loss, str):
+        try:
+            resolved = keras.losses.get(loss)
+        except ValueError:
+            resolved = None
+    if resolved is keras.losses.sparse_categorical_crossentropy:
+        return
+    cls = keras.losses.SparseCategoricalCrossentropy
+    if type(resolved) is cls:
+        plain = cls().get_config()
+        config = resolved.get_config()
+        changed = sorted(k for k in config if k != "name" and plain.get(k) != config[k])
+        if not changed:
+            return
+        settings = ", ".join(f"{k}={config[k]!r}" for k in changed)
+        raise UnsupportedCompileError(
+            f"the model's loss sets {settings}; a tangle recipe carries "
+            "sparse_categorical_crossentropy with its defaults (class-index labels, "
+            "probabilities out: end the model with a softmax)")
+    described = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+    raise UnsupportedCompileError(
+        f"the model is compiled with the loss {described!r}; a tangle recipe carries only "
+        "'sparse_categorical_crossentropy' (custom losses cannot travel to other peers)")
+
+
+def _recipe_metric(metrics: Any) -> str:
+    """'accuracy' for no metric or accuracy in any form compile takes; refuse the rest."""
+    if not metrics:
+        return "accuracy"
+    if not isinstance(metrics, (list, tuple)):
+        raise UnsupportedCompileError(
+            f"the model is compiled with metrics {metrics!r}; a tangle recipe carries one "
+            "metric, 'accuracy'")
+    for entry in metrics:
+        name: Any = entry
+        if isinstance(entry, dict):
+            if entry.get("class_name") == "function" and entry.get("module") in (
+                    "builtins", "keras.metrics"):
+                name = entry.get("config")
+            elif (entry.get("module") == "keras.metrics"
+                  and entry.get("class_name") == "SparseCategoricalAccuracy"):
+                continue
+            else:
+                name = entry.get("class_name")
+        if name not in ACCURACY_NAMES:
+            raise UnsupportedCompileError(
+                f"the model is compiled with the metric {name!r}; a tangle recipe carries one "
+                "metric, 'accuracy' (compile with metrics=['accuracy'] or none)")
+    return "accuracy"
 
 
 class KerasModel:

@@ -43,9 +43,30 @@ def _is_real(value: Any) -> bool:
 class Recipe:
     """How a model is built and trained; identical on every peer of a tangle.
 
+    A tangle's genesis stores its recipe, and every peer trains with exactly this and
+    nothing else (a compute job's recipe likewise), so whatever it cannot say cannot be
+    part of training. Fields:
+
+    * ``architecture``: a builtin one (below), or ``"keras"`` when the model travels as a
+      .keras file next to the recipe.
+    * ``input_shape``: the shape of one sample, without the batch dimension, e.g. ``(64,)``
+      or ``(28, 28)``.
+    * ``classes``: the number of classes; labels are class indices in ``[0, classes)``
+      and the model outputs one probability per class.
+    * ``optimizer``: ``"sgd"`` or ``"adam"``, built by peers as Keras' ``SGD`` / ``Adam``
+      with their default settings except the learning rate (default ``"sgd"``).
+    * ``learning_rate``: a constant learning rate in (0, 100] (default 0.1).
+    * ``batch_size``: samples per gradient step of local training (default 16).
+    * ``local_epochs``: epochs a peer trains on its data per training step (default 1).
+    * ``loss``: ``"sparse_categorical_crossentropy"`` on probabilities (the only one).
+    * ``metric``: ``"accuracy"`` (the only one): how peers compare models.
+    * ``hidden``: widths of the relu layers of ``mlp``; empty for the others.
+
     Builtin architectures: ``digits_mlp`` is Input(64) → Dense(32, relu) → Dense(10,
     softmax); ``softmax`` is Input(n) → Dense(classes, softmax); ``mlp`` uses ``hidden`` as
     the widths of its relu layers. Inputs of rank > 1 are flattened first (no weights).
+    ``gridd.models.keras_model.recipe_from_model`` derives a ``"keras"`` recipe from a
+    compiled Keras model and refuses compile settings that no field here can carry.
     """
 
     architecture: str

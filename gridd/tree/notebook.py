@@ -16,6 +16,7 @@ observer with `make_observer` too, so a benchmark measures what notebook users g
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from typing import Any
@@ -280,28 +281,36 @@ def open_tangle(client: Any, genesis_id: str, *, validation: Validation | None =
 
 def create_tangle(client: Any, model: Any = None, recipe: Recipe | None = None, *,
                   init_seed: int = 0, validation: Validation | None = None,
-                  settings: TreeSettings | None = None) -> TangleView:
+                  settings: TreeSettings | None = None, batch_size: int | None = None,
+                  local_epochs: int | None = None) -> TangleView:
     """Make a genesis and follow it; peers join with start_worker --tree --genesis <id>.
 
-    `model` is a Keras model (its architecture travels as a .keras file; `recipe` supplies
-    the training settings) or None with a builtin-architecture `recipe`. `validation` as
-    for open_tangle.
+    `model` is a compiled Keras model (or a .keras file saved from one): its architecture
+    and current weights travel as a .keras file, and peers train as it is compiled
+    (recipe_from_model: SGD or Adam with its learning rate, sparse categorical
+    cross-entropy, accuracy), with `batch_size` and `local_epochs` (default 16 and 1).
+    Compile settings a recipe cannot carry, and an uncompiled model, raise
+    UnsupportedCompileError rather than being replaced by defaults.
+    An explicit `recipe` (see Recipe) wins over the compile settings; with model=None it
+    names a builtin architecture. `validation` as for open_tangle.
     """
     if model is None and recipe is None:
-        raise ValueError("create_tangle needs a Keras model or a builtin-architecture recipe")
+        raise ValueError("create_tangle needs a compiled Keras model or a builtin-architecture "
+                         "recipe")
+    if recipe is not None and (batch_size is not None or local_epochs is not None):
+        raise ValueError("batch_size and local_epochs go inside recipe= when one is given")
     if model is None:
         assert recipe is not None
         genesis_id = _create_genesis(client.store, recipe, init_seed=init_seed,
                                      issuer=client.peer_id)
     else:
-        genesis_id = _create_genesis(client.store, recipe or _default_recipe(model),
-                                     keras_model=model, init_seed=init_seed,
-                                     issuer=client.peer_id)
+        if recipe is None:
+            from gridd.models.keras_model import load_keras_file, recipe_from_model
+
+            if isinstance(model, (bytes, str, os.PathLike)):  # a .keras file keeps its compile
+                model = load_keras_file(model, compile=True)
+            recipe = recipe_from_model(model, batch_size=batch_size, local_epochs=local_epochs)
+        genesis_id = _create_genesis(client.store, recipe, keras_model=model,
+                                     init_seed=init_seed, issuer=client.peer_id)
     return TangleView(_open_observer(client, genesis_id, validation, settings))
-
-
-def _default_recipe(model: Any) -> Recipe:
-    """Recipe defaults for a Keras model (create_genesis fills input shape and classes)."""
-    return Recipe("keras", tuple(int(d) for d in model.input_shape[1:]),
-                  int(model.output_shape[-1]))
 
