@@ -29,6 +29,7 @@ from tangle.selection import (
     TipSelector,
     UniformSelector,
 )
+from tangle.snapshot import Horizon, take_snapshot
 from tangle.transaction import Scalar, Transaction, is_transaction_id
 from tangle.window import RecentWindow
 
@@ -40,6 +41,7 @@ __all__ = [
     "AccuracyWalkSelector",
     "Candidate",
     "DuplicateTransaction",
+    "Horizon",
     "InvalidTransaction",
     "LoadStats",
     "RandomSource",
@@ -60,4 +62,5 @@ __all__ = [
     "rank",
     "rebuild",
     "reference",
+    "take_snapshot",
 ]

@@ -9,7 +9,7 @@ instead of recursion.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from tangle.errors import DuplicateTransaction, InvalidTransaction, UnknownTransaction
 from tangle.transaction import Transaction
@@ -23,6 +23,11 @@ class Tangle:
 
     `add` inserts a transaction whose parents are all present, or holds it in a bounded
     pending set until they are (the oldest pending transaction is evicted when full).
+
+    A tangle restored from a compacted log (see tangle.snapshot) holds only its recent part:
+    ids in `horizon` count as present parents without being held (nothing links to them),
+    and `seal`ed transactions were approved by transactions it no longer holds, so they are
+    never tips and are at least a given depth deep.
     """
 
     def __init__(self, genesis: Transaction, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
@@ -45,6 +50,8 @@ class Tangle:
         self._waiting: dict[str, list[str]] = {}  # missing parent id -> pending child ids
         self._version = 0
         self._windows: dict[int | None, RecentWindow] = {}
+        self._horizon: set[str] = set()  # ids below the horizon: parents taken as present
+        self._floors: dict[int, int] = {}  # sealed node -> minimum depth
         self._insert(genesis, ())
 
     # ----------------------------------------------------------------- insertion
@@ -58,30 +65,77 @@ class Tangle:
         if not isinstance(tx, Transaction):
             raise InvalidTransaction(f"expected a Transaction, got {type(tx).__name__}")
         tx_id = tx.id
-        if tx_id in self._index or tx_id in self._pending:
+        if tx_id in self._index or tx_id in self._pending or tx_id in self._horizon:
             raise DuplicateTransaction(f"transaction {tx_id} is already known")
         if not tx.parents:
             raise InvalidTransaction(f"transaction {tx_id} has no parents but is not the genesis")
         if tx_id in tx.parents:
             raise InvalidTransaction(f"transaction {tx_id} approves itself")
-        index = self._index
-        missing = [p for p in tx.parents if p not in index]
+        missing = [p for p in tx.parents if not self._present(p)]
         if missing:
             self._hold(tx, missing)
             return []
-        inserted = [tx]
-        self._insert(tx, tuple(index[p] for p in tx.parents))
+        self._insert(tx, self._links(tx))
+        return [tx, *self._release(tx_id)]
+
+    def _present(self, tx_id: str) -> bool:
+        return tx_id in self._index or tx_id in self._horizon
+
+    def _links(self, tx: Transaction) -> tuple[int, ...]:
+        """Indices of the parents held here (horizon parents are present but not linked)."""
+        index = self._index
+        return tuple(index[p] for p in tx.parents if p in index)
+
+    def _release(self, tx_id: str) -> list[Transaction]:
+        """Insert the pending transactions that waited (directly or not) only for tx_id."""
+        inserted: list[Transaction] = []
         queue = deque((tx_id,))
         while queue:
             for child_id in self._waiting.pop(queue.popleft(), ()):
                 child = self._pending.get(child_id)
-                if child is None or any(p not in index for p in child.parents):
+                if child is None or not all(self._present(p) for p in child.parents):
                     continue
                 del self._pending[child_id]
-                self._insert(child, tuple(index[p] for p in child.parents))
+                self._insert(child, self._links(child))
                 inserted.append(child)
                 queue.append(child_id)
         return inserted
+
+    # ----------------------------------------------------------------- horizon
+    @property
+    def horizon(self) -> frozenset[str]:
+        """Ids taken as present parents although this tangle does not hold them."""
+        return frozenset(self._horizon)
+
+    @property
+    def sealed(self) -> dict[str, int]:
+        """Sealed transactions (approved by ones not held here) and their minimum depth."""
+        txs = self._txs
+        return {txs[node].id: floor for node, floor in self._floors.items()}
+
+    def extend_horizon(self, ids: Iterable[str]) -> list[Transaction]:
+        """Take `ids` as present below the horizon (a compacted log dropped them); returns
+        the pending transactions that this released."""
+        released: list[Transaction] = []
+        for tx_id in ids:
+            if tx_id in self._index or tx_id in self._horizon:
+                continue
+            self._horizon.add(tx_id)
+            if tx_id in self._pending:
+                self._drop_pending(tx_id)
+            released.extend(self._release(tx_id))
+        return released
+
+    def seal(self, tx_id: str, depth: int) -> None:
+        """Record that transactions not held here approve tx_id: it is no tip, and its depth
+        is at least `depth` (walk windows shallower than that leave it out)."""
+        if depth < 1:
+            raise ValueError("a sealed transaction is at least 1 deep")
+        node = self._node(tx_id)
+        self._tips.pop(node, None)
+        self._floors[node] = max(depth, self._floors.get(node, 0))
+        self._version += 1
+        self._windows.clear()
 
     def _insert(self, tx: Transaction, parents: tuple[int, ...]) -> None:
         node = len(self._txs)
@@ -150,7 +204,7 @@ class Tangle:
 
     def missing_parents(self) -> set[str]:
         """Ids that pending transactions wait for and nobody has supplied yet: fetch these."""
-        return {p for p in self._waiting if p not in self._index and p not in self._pending}
+        return {p for p in self._waiting if not self._present(p) and p not in self._pending}
 
     # ---------------------------------------------------------------- queries
     @property
@@ -209,10 +263,12 @@ class Tangle:
         start = self._node(tx_id)
         cone = sorted(self._future_nodes(start), reverse=True)
         approvers = self._approvers
+        floors = self._floors
         depth: dict[int, int] = {}
-        for node in cone:
-            depth[node] = 1 + max((depth[a] for a in approvers[node]), default=-1)
-        return 1 + max((depth[a] for a in approvers[start]), default=-1)
+        for node in [*cone, start]:
+            below = 1 + max((depth[a] for a in approvers[node]), default=-1)
+            depth[node] = max(below, floors.get(node, 0))
+        return depth[start]
 
     def past_cone(self, tx_id: str) -> set[str]:
         """Ids of every transaction tx_id approves directly or indirectly (not itself)."""
@@ -250,7 +306,8 @@ class Tangle:
         window = self._windows.get(max_depth)
         if window is None:
             window = RecentWindow.build(
-                self._approvers, self._parents, self._tips, max_depth, self._version
+                self._approvers, self._parents, self._tips, max_depth, self._version,
+                floors=self._floors,
             )
             self._windows[max_depth] = window
         return window

@@ -4,12 +4,18 @@ Each record is framed as 4-byte big-endian payload length, 4-byte CRC-32 of the 
 then the payload (msgpack of `Transaction.to_dict()`). On load a torn tail (short header or
 short payload, as a crash mid-append leaves) ends the log; a record whose checksum or
 content is bad is skipped and the next one read, so damage never spreads to earlier records.
+
+`TangleLog.compact` replaces the log with a snapshot (tangle.snapshot): a header frame (the
+horizon) followed by the kept transactions, written to a temporary file, fsynced and renamed
+over the log, so a crash leaves the old log or the new one, never a mix. Appends continue
+after it; `rebuild(..., horizon=log.horizon)` restores the tangle from both.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +25,7 @@ import msgpack
 
 from tangle.errors import DuplicateTransaction, TangleError
 from tangle.graph import DEFAULT_MAX_PENDING, Tangle
+from tangle.snapshot import SNAPSHOT_KEY, Horizon, restore
 from tangle.transaction import Transaction
 
 HEADER = struct.Struct(">II")
@@ -36,10 +43,16 @@ class LoadStats:
     torn_bytes: int
     valid_end: int
     """Offset just after the last readable frame: where the next append belongs."""
+    horizon: Horizon | None = None
+    """The snapshot header of a compacted log (None: the log holds everything)."""
 
 
 def encode_record(tx: Transaction) -> bytes:
-    payload = msgpack.packb(tx.to_dict(), use_bin_type=True)
+    return _frame(tx.to_dict())
+
+
+def _frame(obj: Any) -> bytes:
+    payload = msgpack.packb(obj, use_bin_type=True)
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -49,6 +62,7 @@ def read_records(stream: IO[bytes]) -> tuple[list[Transaction], LoadStats]:
     corrupt = invalid = 0
     offset = 0
     torn = 0
+    horizon: Horizon | None = None
     while True:
         header = stream.read(HEADER.size)
         if len(header) < HEADER.size:
@@ -67,10 +81,14 @@ def read_records(stream: IO[bytes]) -> tuple[list[Transaction], LoadStats]:
             corrupt += 1
             continue
         try:
-            txs.append(Transaction.from_dict(msgpack.unpackb(payload, raw=False)))
+            obj = msgpack.unpackb(payload, raw=False)
+            if isinstance(obj, dict) and SNAPSHOT_KEY in obj:
+                horizon = Horizon.from_dict(obj)
+            else:
+                txs.append(Transaction.from_dict(obj))
         except (ValueError, TypeError, msgpack.UnpackException):
             invalid += 1
-    return txs, LoadStats(len(txs), corrupt, invalid, torn, offset)
+    return txs, LoadStats(len(txs), corrupt, invalid, torn, offset, horizon)
 
 
 class TangleLog:
@@ -110,6 +128,55 @@ class TangleLog:
         except FileNotFoundError:
             txs, self.last_load = [], LoadStats(0, 0, 0, 0, 0)
         return txs
+
+    @property
+    def horizon(self) -> Horizon | None:
+        """The snapshot header found by the last load (None: an uncompacted log)."""
+        return self.last_load.horizon if self.last_load is not None else None
+
+    def size(self) -> int:
+        """Bytes in the log file now (0 if it does not exist yet)."""
+        if self.path is None:
+            f = self._file
+            assert f is not None
+            if not f.seekable():
+                return 0
+            here = f.tell()
+            end = f.seek(0, os.SEEK_END)
+            f.seek(here)
+            return end
+        try:
+            return os.path.getsize(self.path)
+        except FileNotFoundError:
+            return 0
+
+    def compact(self, horizon: Horizon, txs: Iterable[Transaction]) -> int:
+        """Replace the log with a snapshot atomically (temp file, fsync, rename, fsync the
+        directory); returns the new size. Later appends go after the snapshot. Only for a
+        log on a path: a caller's file object cannot be replaced atomically."""
+        if self.path is None:
+            raise ValueError("only a log on a path can be compacted")
+        data = b"".join([_frame(horizon.to_dict()), *(encode_record(tx) for tx in txs)])
+        directory = os.path.dirname(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(prefix=".tangle-compact.", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            if self._file is not None:  # the append handle points at the old file
+                self._file.close()
+                self._file = None
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        _fsync_directory(directory)
+        self.last_load = LoadStats(0, 0, 0, 0, len(data), horizon)
+        return len(data)
 
     def append(self, tx: Transaction, sync: bool = False) -> None:
         """Write one framed record in a single write; flush, and fsync if sync."""
@@ -162,14 +229,23 @@ def _fsync_directory(path: str) -> None:
 
 
 def rebuild(
-    genesis: Transaction, txs: Iterable[Transaction], *, max_pending: int = DEFAULT_MAX_PENDING
+    genesis: Transaction,
+    txs: Iterable[Transaction],
+    *,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    horizon: Horizon | None = None,
 ) -> Tangle:
     """Replay logged transactions onto a fresh tangle.
 
     Replays are idempotent: duplicates (including a logged genesis) are skipped, as are
-    transactions the tangle rejects; ones whose parents never appear stay pending.
+    transactions the tangle rejects; ones whose parents never appear stay pending. With the
+    `horizon` of a compacted log (TangleLog.horizon) the tangle holds the snapshot's recent
+    part with its boundary as roots (see tangle.snapshot).
     """
     tangle = Tangle(genesis, max_pending=max_pending)
+    if horizon is not None:
+        restore(tangle, horizon, txs)
+        return tangle
     for tx in txs:
         try:
             tangle.add(tx)

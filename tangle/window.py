@@ -102,15 +102,23 @@ class RecentWindow:
         tips: Iterable[int],
         max_depth: int | None,
         version: int,
+        floors: Mapping[int, int] | None = None,
     ) -> RecentWindow:
         """Peel the tangle from the tips down (Kahn's algorithm on approver counts).
 
         A node's depth is final once all its approvers are done; a node deeper than
-        max_depth is not expanded, so the cost is O(members + their edges).
+        max_depth is not expanded, so the cost is O(members + their edges). `floors` are
+        minimum depths of sealed nodes (approved by transactions the tangle no longer
+        holds): one that nothing held approves starts the peeling at its floor.
         """
         limit = max_depth if max_depth is not None else float("inf")
+        floors = floors or {}
         order = list(tips)
         depth = dict.fromkeys(order, 0)
+        for node, floor in floors.items():
+            if not approvers[node] and floor <= limit:
+                order.append(node)
+                depth[node] = floor
         waiting: dict[int, int] = {}
         deepest: dict[int, int] = {}
         i = 0
@@ -130,7 +138,10 @@ class RecentWindow:
                     waiting[parent] = left - 1
                     continue
                 waiting.pop(parent, None)
-                depth[parent] = deepest.pop(parent)
+                parent_depth = max(deepest.pop(parent), floors.get(parent, 0))
+                if parent_depth > limit:
+                    continue
+                depth[parent] = parent_depth
                 order.append(parent)
         return cls(order, depth, approvers, parents, version, max_depth)
 
