@@ -17,6 +17,7 @@ from gridd.ipfs import (
     PubsubDisabled,
 )
 from gridd.ipfs.address import API_ENV
+from gridd.ipfs.daemon import DEFAULT_STORAGE_MAX, STORAGE_MAX_ENV
 
 api_option = click.option(
     "--api", envvar=API_ENV, default=None,
@@ -91,9 +92,20 @@ def status(api: str) -> None:
 @click.option("--local-only", is_flag=True,
               help="Loopback only, random ports, no bootstrap/DHT (labs and tests).")
 @click.option("--foreground", is_flag=True, help="Stay attached until Ctrl-C.")
-def start(repo: str | None, local_only: bool, foreground: bool) -> None:
+@click.option("--storage-max", envvar=STORAGE_MAX_ENV, default=None,
+              help=f"Datastore.StorageMax: GC keeps the repo under it (env {STORAGE_MAX_ENV}; "
+              f"a new repo gets {DEFAULT_STORAGE_MAX}, an existing one keeps its setting).")
+@click.option("--gc/--no-gc", default=True, show_default=True,
+              help="Start the daemon with --enable-gc, so unpinned blocks really go.")
+def start(repo: str | None, local_only: bool, foreground: bool, storage_max: str | None,
+          gc: bool) -> None:
     """Initialise the repo if needed, enable pubsub, start the daemon, print its addresses."""
-    daemon = KuboDaemon(repo, local_only=local_only)
+    try:
+        daemon = KuboDaemon(repo, local_only=local_only, storage_max=storage_max, gc=gc)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--storage-max") from None
+    if storage_max is None and not daemon.initialised():
+        daemon.storage_max = DEFAULT_STORAGE_MAX
     try:
         if daemon.initialised():
             try:
@@ -173,6 +185,9 @@ def _register_mode_commands() -> None:
 
     cli_modes.register(main)
     lab_cli.register(main)
+    from gridd import storage_cli
+
+    storage_cli.register(main)
 
 
 def start_worker_main() -> Any:

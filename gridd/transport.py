@@ -134,16 +134,26 @@ class Store(ABC):
     """Whether get() may wait on a network (then the runtime fetches in its pool)."""
 
     @abstractmethod
-    def put(self, data: bytes, pin: bool = True) -> str: ...
+    def put(self, data: bytes, pin: bool = True, name: str | None = None) -> str:
+        """Store bytes, pinned (under `name`, see gridd.pins) unless pin=False; the CID."""
 
     @abstractmethod
     def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes: ...
 
     @abstractmethod
-    def pin(self, cid: str) -> None: ...
+    def pin(self, cid: str, name: str | None = None) -> None:
+        """Pin (a pinned CID is renamed when `name` differs)."""
 
     @abstractmethod
     def unpin(self, cid: str) -> None: ...
+
+    def pins(self, prefix: str = "gridd:") -> dict[str, str]:
+        """Pins whose name starts with `prefix`: {cid: name} (the app's record of its pins)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no pin names")
+
+    def size(self, cid: str) -> int:
+        """Bytes of the content of `cid` (all its blocks)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot size content")
 
 
 # -- IPFS ----------------------------------------------------------------------------------------
@@ -220,17 +230,24 @@ class IpfsStore(Store):
     def __init__(self, client: KuboClient) -> None:
         self.client = client
 
-    def put(self, data: bytes, pin: bool = True) -> str:
-        return self.client.add_bytes(data, pin=pin)
+    def put(self, data: bytes, pin: bool = True, name: str | None = None) -> str:
+        return self.client.add_bytes(data, pin=pin, pin_name=name)
 
     def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes:
         return self.client.cat(cid, max_size=max_size, timeout=timeout)
 
-    def pin(self, cid: str) -> None:
-        self.client.pin_add(cid)
+    def pin(self, cid: str, name: str | None = None) -> None:
+        self.client.pin_add(cid, name=name)
 
     def unpin(self, cid: str) -> None:
         self.client.pin_rm(cid)
+
+    def pins(self, prefix: str = "gridd:") -> dict[str, str]:
+        named = self.client.pin_ls_names(prefix)
+        return {cid: name for cid, name in named.items() if name.startswith(prefix)}
+
+    def size(self, cid: str) -> int:
+        return self.client.dag_sizes([cid])[cid]
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -339,14 +356,19 @@ class MemoryStore(Store):
     def __init__(self, net: MemoryNetwork) -> None:
         self.net = net
         self.pinned: set[str] = set()
+        self.names: dict[str, str] = {}  # pinned cid -> pin name ("" unnamed), as Kubo's
 
-    def put(self, data: bytes, pin: bool = True) -> str:
+    def put(self, data: bytes, pin: bool = True, name: str | None = None) -> str:
         cid = raw_cid(data)
         with self.net._lock:
             self.net._blobs[cid] = bytes(data)
         if pin:
-            self.pinned.add(cid)
+            self._pin(cid, name)
         return cid
+
+    def _pin(self, cid: str, name: str | None) -> None:
+        self.pinned.add(cid)
+        self.names[cid] = name or ""  # as Kubo: pinning again without a name clears it
 
     def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes:
         with self.net._lock:
@@ -357,9 +379,16 @@ class MemoryStore(Store):
             raise ContentTooLarge(f"content {cid}", len(data), max_size)
         return data
 
-    def pin(self, cid: str) -> None:
+    def pin(self, cid: str, name: str | None = None) -> None:
         self.get(cid)
-        self.pinned.add(cid)
+        self._pin(cid, name)
 
     def unpin(self, cid: str) -> None:
         self.pinned.discard(cid)
+        self.names.pop(cid, None)
+
+    def pins(self, prefix: str = "gridd:") -> dict[str, str]:
+        return {cid: name for cid, name in self.names.items() if name.startswith(prefix)}
+
+    def size(self, cid: str) -> int:
+        return len(self.get(cid))

@@ -53,6 +53,15 @@ class NodeId:
     agent: str
 
 
+@dataclass(frozen=True)
+class RepoStat:
+    """`repo/stat`: bytes the repo takes, Datastore.StorageMax, number of blocks."""
+
+    size: int
+    storage_max: int
+    objects: int
+
+
 def _publish_lock(base_url: str) -> threading.Lock:
     """Kubo >= 0.40 drops a peer's messages whose seqno does not increase: publish serially."""
     with _PUBLISH_LOCKS_GUARD:
@@ -163,10 +172,13 @@ class KuboClient:
 
     # -- content --------------------------------------------------------------------------------
 
-    def add_bytes(self, data: bytes, pin: bool = True) -> str:
+    def add_bytes(self, data: bytes, pin: bool = True, pin_name: str | None = None) -> str:
+        params = {"pin": str(pin).lower(), "cid-version": "1", "quieter": "true"}
+        if pin and pin_name:
+            params["pin-name"] = pin_name
         resp = self.request(
             "add",
-            {"pin": str(pin).lower(), "cid-version": "1", "quieter": "true"},
+            params,
             files={"file": ("blob", data, "application/octet-stream")},
             timeout=max(self.timeout, 60.0),
         )
@@ -200,8 +212,12 @@ class KuboClient:
             raise ContentUnavailable(cid, f"{type(e).__name__}: {e}") from e
         return b"".join(chunks)
 
-    def pin_add(self, cid: str, timeout: float = 120.0) -> None:
-        self.request("pin/add", {"arg": cid, "timeout": f"{timeout}s"}, timeout=timeout + 5)
+    def pin_add(self, cid: str, timeout: float = 120.0, name: str | None = None) -> None:
+        """Pin recursively; `name` names the pin (renames it if the CID is pinned already)."""
+        params = {"arg": cid, "timeout": f"{timeout}s"}
+        if name:
+            params["name"] = name
+        self.request("pin/add", params, timeout=timeout + 5)
 
     def pin_rm(self, cid: str) -> None:
         self.request("pin/rm", {"arg": cid})
@@ -291,6 +307,41 @@ class KuboClient:
                         yield parse_pubsub_line(line)
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             raise self.unreachable(e) from e
+
+
+    # -- named pins and the repo (storage accounting, retention) ---------------------------
+
+    def pin_ls_names(self, contains: str | None = None) -> dict[str, str]:
+        """Recursive pins with their names, {cid: name}; `contains` filters names (Kubo
+        matches a substring), "" lists unnamed pins too."""
+        params: dict[str, Any] = {"type": "recursive", "names": "true"}
+        if contains:
+            params["name"] = contains
+        d = self.rpc("pin/ls", **params) or {}
+        return {cid: str(v.get("Name") or "") for cid, v in (d.get("Keys") or {}).items()}
+
+    def dag_sizes(self, cids: Sequence[str], batch: int = 200) -> dict[str, int]:
+        """Total bytes of each CID's DAG (`dag/stat`, many CIDs per call)."""
+        sizes: dict[str, int] = {}
+        for i in range(0, len(cids), batch):
+            args: list[tuple[str, Any]] = [("arg", c) for c in cids[i:i + batch]]
+            args.append(("progress", "false"))
+            d = self.request("dag/stat", args, timeout=max(self.timeout, 60.0)).json()
+            for entry in d.get("DagStats") or []:
+                sizes[str(entry["Cid"])] = int(entry.get("Size") or 0)
+        return sizes
+
+    def repo_stat(self, count_objects: bool = True) -> RepoStat:
+        """Repo size and StorageMax; counting blocks walks the whole repo (slower)."""
+        d = self.request("repo/stat", {"size-only": str(not count_objects).lower()},
+                         timeout=max(self.timeout, 60.0)).json()
+        return RepoStat(int(d.get("RepoSize", 0)), int(d.get("StorageMax", 0)),
+                        int(d.get("NumObjects", 0)))
+
+    def repo_gc(self, timeout: float = 600.0) -> int:
+        """Run garbage collection now; returns how many blocks were removed."""
+        resp = self.request("repo/gc", {"quiet": "true"}, timeout=timeout)
+        return sum(1 for line in resp.text.splitlines() if line.strip())
 
 
 def parse_pubsub_line(line: str) -> PubsubMessage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,17 @@ from gridd.ipfs.client import KuboClient
 from gridd.ipfs.errors import IPFSError
 
 GRIDD_HOME = Path(os.environ.get("GRIDD_HOME", Path.home() / ".gridd"))
+STORAGE_MAX_ENV = "GRIDD_STORAGE_MAX"
+DEFAULT_STORAGE_MAX = "10GB"
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*([kKMGT]i?B|B)?$")
+
+
+def check_storage_max(value: str) -> str:
+    """A Datastore.StorageMax Kubo understands (10GB, 500MB, 2TiB, bytes); ValueError if not."""
+    text = value.strip()
+    if not _SIZE.match(text):
+        raise ValueError(f"storage max: expected a size such as 10GB or 500MB, got {value!r}")
+    return text.replace(" ", "")
 
 
 class KuboNotInstalled(IPFSError):
@@ -48,6 +60,9 @@ class KuboDaemon:
     api_host/swarm_host put a local_only daemon on other addresses than 127.0.0.1, and
     `prefix` runs the daemon under a wrapper: a test "host" in a network namespace is
     `prefix=["ip", "netns", "exec", name]` with its swarm on that namespace's address.
+    `storage_max` sets Datastore.StorageMax (e.g. "10GB"), and `gc` starts the daemon with
+    --enable-gc, so blocks gridd unpinned really go once the repo nears that size (Kubo
+    collects when the repo passes StorageGCWatermark, 90 %, checked every GCPeriod, 1 h).
     """
 
     def __init__(
@@ -61,6 +76,8 @@ class KuboDaemon:
         api_host: str = "127.0.0.1",
         swarm_host: str = "127.0.0.1",
         prefix: Sequence[str] = (),
+        storage_max: str | None = None,
+        gc: bool = False,
     ) -> None:
         self.repo = Path(repo) if repo else default_repo()
         self.binary = binary or find_ipfs()
@@ -71,6 +88,8 @@ class KuboDaemon:
         self.api_host = api_host
         self.swarm_host = swarm_host
         self.prefix = tuple(prefix)
+        self.storage_max = check_storage_max(storage_max) if storage_max else None
+        self.gc = gc
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.repo / "daemon.log"
 
@@ -97,6 +116,8 @@ class KuboDaemon:
                 args.append("--profile=test")
             self._ipfs(*args)
         self.config("Pubsub.Enabled", self.pubsub)
+        if self.storage_max:
+            self.config("Datastore.StorageMax", self.storage_max)
         if self.local_only:
             api = f"/ip4/{self.api_host}/tcp/{self.api_port or 0}"
             swarm = f"/ip4/{self.swarm_host}/tcp/{self.swarm_port or 0}"
@@ -142,7 +163,8 @@ class KuboDaemon:
             env["IPFS_TELEMETRY"] = "off"  # lab/test nodes never phone home
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*self.prefix, self.binary, "daemon", "--migrate=true"],
+                [*self.prefix, self.binary, "daemon", "--migrate=true",
+                 *(["--enable-gc"] if self.gc else [])],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout

@@ -45,6 +45,11 @@ _SETTING_FLAGS = [
     ("tip_selector", "random_walk | accuracy | uniform (TIP_SELECTOR)."),
     ("selector_alpha", "Walk bias (SELECTOR_ALPHA)."),
     ("reference_top", "Transactions averaged into the reference model (REFERENCE_TOP)."),
+    ("retention_window", "Keep weights this deep below the tips; off = keep everything "
+     "(RETENTION_WINDOW)."),
+    ("retention_own", "Also keep the weights of this many own transactions; all = every one "
+     "(RETENTION_OWN)."),
+    ("log_compact_bytes", "Compact tangle.log past this size; 0 = never (LOG_COMPACT_BYTES)."),
 ]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gridd import pins
 from gridd.models import Recipe, build_model, load_keras_file, save_keras_bytes
 from gridd.models.base import WeightSpec, check_weights, spec_of
 from gridd.transport import Store
@@ -170,8 +171,9 @@ def load_genesis(store: Store, genesis_id: str, timeout: float = 60.0) -> Genesi
         if not isinstance(keras_cid, str):
             raise GenesisError(f"genesis {genesis_id}: a keras recipe without a .keras file")
         keras_bytes = store.get(keras_cid, max_size=MAX_KERAS_BYTES, timeout=timeout)
+    name = pins.tree(genesis_id, "genesis")
     for cid in (record_cid(genesis_id), str(meta["recipe"]), tx.weights_cid):
-        store.pin(cid)
+        store.pin(cid, name=name)
     if keras_bytes is not None:
-        store.pin(str(meta["keras"]))
+        store.pin(str(meta["keras"]), name=name)
     return Genesis(tx, recipe, weights, keras_bytes, len(raw))

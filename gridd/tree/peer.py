@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gridd import pins
 from gridd.data import DataError, Dataset
 from gridd.metrics import TreeMetrics
 from gridd.models import average_weights
@@ -36,6 +37,8 @@ from gridd.transport import Broker, Message, Store
 from gridd.tree import messages
 from gridd.tree.builder import TangleBuilder
 from gridd.tree.genesis import Genesis, load_genesis, put_record
+from gridd.tree.keeper import StorageKeeper
+from gridd.tree.retention import Policy
 from gridd.tree.settings import TreeSettings
 from gridd.tree.state import LOG_FILE, PeerState, load_state, save_state
 from gridd.tree.trainer import LocalTrainer, Scores
@@ -120,7 +123,7 @@ class TreePeer:
         self.genesis_id = genesis_id
         self.topic = messages.topic_for(genesis_id)  # refuses a malformed id early
         self.broker = broker
-        self.store = store
+        self.store = pins.NamedPins(store, pins.tree(genesis_id, "record"))  # see gridd.pins
         self.dataset = dataset
         self.settings = settings
         self.state_dir = Path(state_dir) if state_dir is not None else None
@@ -137,6 +140,7 @@ class TreePeer:
         self._node: Node | None = None
         self._txlog: TangleLog | None = None
         self._builder: TangleBuilder | None = None
+        self._keeper: StorageKeeper | None = None
         self._bank: WeightsBank | None = None
         self._trainer: LocalTrainer | None = None
         self._selector: TipSelector | None = None
@@ -172,13 +176,16 @@ class TreePeer:
                             "(ignored)", stats.records, stats.corrupt, stats.invalid,
                             stats.torn_bytes)
             save_state(self.state_dir, self._state)
-        self._tangle = rebuild(genesis.transaction, txs, max_pending=s.max_pending)
+        self._tangle = rebuild(genesis.transaction, txs, max_pending=s.max_pending,
+                               horizon=self._txlog.horizon if self._txlog else None)
         if txs:
             log.info("resumed tangle %s: %d transactions, %d pending", self.genesis_id[:12],
                      len(self._tangle), self._tangle.pending_count)
         self._bank = WeightsBank(
             self.store, genesis.spec, weights_cap(genesis.weights_size), timeout=s.timeout,
             cache_size=s.weights_cache, metrics=self.metrics,
+            pin_name=pins.tree(self.genesis_id, "weights"),
+            own_name=pins.tree(self.genesis_id, "own"),
         )
         node = Node(self.broker, self.topic, self._on_message, name="tree",
                     limits=InboxLimits(max_message_bytes=MAX_TREE_MESSAGE),
@@ -191,6 +198,10 @@ class TreePeer:
             txlog=self._txlog, metrics=self.metrics, on_insert=self._count_received,
             verify=self.broker.verify,
         )
+        self._keeper = StorageKeeper(
+            genesis_id=self.genesis_id, peer_id=self.peer_id, store=self.store, node=node,
+            policy=Policy(s.retention_window, s.retention_own, s.reference_window),
+            txlog=self._txlog, compact_bytes=s.log_compact_bytes, timeout=max(60.0, s.timeout))
         if self.dataset is not None:
             self._trainer = LocalTrainer(genesis, self.dataset, self.prefer, seed=self.seed)
         self._selector = self._make_selector()
@@ -327,7 +338,7 @@ class TreePeer:
         its data gains at most that factor over an honest one. SAMPLE_WEIGHT_CAP 0 turns
         weighting off (plain mean).
         """
-        weights = [self.weights_of(i) for i in tx_ids]
+        tx_ids, weights = self._loadable(tx_ids)
         cap = self.settings.sample_weight_cap
         if cap <= 0 or len(weights) < 2:
             return average_weights(weights)
@@ -341,6 +352,26 @@ class TreePeer:
         floor = min(known)
         coef = [min(c, limit) if c is not None else floor for c in claims]
         return average_weights(weights, coef)
+
+    def _loadable(self, tx_ids: Sequence[str]) -> tuple[list[str], list[list[np.ndarray]]]:
+        """The transactions whose weights can be had, with their weights. A blob that left
+        this peer's retention window is fetched again; one nobody serves is skipped (an
+        error only if none is left), so a training step goes on with what there is."""
+        ids: list[str] = []
+        weights: list[list[np.ndarray]] = []
+        error: Exception | None = None
+        for i in tx_ids:
+            try:
+                weights.append(self.weights_of(i))
+            except Exception as e:
+                error = e
+                continue
+            ids.append(i)
+        if not ids and error is not None:
+            raise error
+        if error is not None:
+            log.info("averaging %d of %d transactions: %s", len(ids), len(tx_ids), error)
+        return ids, weights
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -538,7 +569,24 @@ class TreePeer:
         node.every(s.announce_interval, self.announce, name="announce")
         node.every(s.training_interval, self._maybe_train, name="train",
                    first=s.training_interval * self.rng.uniform(0.5, 1.0))
+        if self.keeper.enabled:
+            node.every(s.retention_interval, self.prune_storage, name="retention",
+                       first=s.retention_interval)
         node.run(stop)
+
+    @property
+    def keeper(self) -> StorageKeeper:
+        assert self._keeper is not None, "TreePeer.open() first"
+        return self._keeper
+
+    def prune_storage(self) -> None:
+        """Apply the retention policy now: unpin weights outside RETENTION_WINDOW (in the
+        fetch pool; with an in-memory store it completes before this returns), and compact
+        tangle.log if it grew past LOG_COMPACT_BYTES. See gridd.tree.retention."""
+        self.keeper.maybe_compact(self.tangle)
+        self.keeper.prune(self.tangle, lambda: self._state.published)
+        if self.node.fetcher.inline:
+            self.node.fetcher.run_callbacks()
 
     def _maybe_train(self) -> None:
         if self.rng.random() < self.settings.active_quota:

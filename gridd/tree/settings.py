@@ -52,6 +52,10 @@ class TreeSettings:
     weights_cache: int = 32
     sample_weight_cap: float = 4.0
     vet_ratio: float = 0.5
+    retention_window: int = 30
+    retention_own: int = 10
+    retention_interval: float = 60.0
+    log_compact_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,6 +106,10 @@ class TreeSettings:
         _int_range("WEIGHTS_CACHE", self.weights_cache, 1, 100_000)
         _positive("SAMPLE_WEIGHT_CAP", self.sample_weight_cap, allow_zero=True)
         _fraction("VET_RATIO", self.vet_ratio)
+        _int_range("RETENTION_WINDOW", self.retention_window, 0, 1_000_000)
+        _int_range("RETENTION_OWN", self.retention_own, -1, 1_000_000)
+        _positive("RETENTION_INTERVAL", self.retention_interval)
+        _int_range("LOG_COMPACT_BYTES", self.log_compact_bytes, 0, 1 << 40)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,10 +148,19 @@ SETTING_NAMES = tuple(name.upper() for name in _FIELDS)
 """Upper-case names: the environment variables and the keys of configs/tree.yaml."""
 
 
+_WORDS = {"retention_window": {"off": 0, "false": 0}, "retention_own": {"all": -1}}
+"""Words some integer settings take: RETENTION_WINDOW off (YAML reads it as false),
+RETENTION_OWN all."""
+
+
 def _convert(name: str, raw: Any, source: str) -> Any:
     """Turn a file/env/flag value into the field's type; strings are parsed."""
     field_type = str(_FIELDS[name].type)
     upper = name.upper()
+    words = _WORDS.get(name, {})
+    word = str(raw).strip().lower() if isinstance(raw, (str, bool)) else None
+    if word is not None and word in words:
+        return words[word]
     if raw is None:
         if "None" in field_type:
             return None

@@ -5,17 +5,21 @@ little slack) is refused before it is read in full, then it must decode as a `we
 envelope and match the genesis spec exactly (count, shapes, float32) with only finite
 values. A peer keeps at most `cache_size` decoded weight lists in memory and reloads the
 rest from the store by CID, so a hundred peers in one lab process stay small; every weight
-blob a peer accepts is pinned so IPFS garbage collection cannot lose it.
+blob a peer accepts is pinned (named `pin_name`, its own ones `own_name`: see gridd.pins) so
+IPFS garbage collection cannot lose it until the retention policy (gridd.tree.retention)
+unpins it. A blob needed again after that is fetched again; one that nobody serves fails
+fast for UNAVAILABLE_SECONDS, so a training step skips it instead of waiting every time.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gridd.ipfs import ContentTooLarge
+from gridd.ipfs import ContentTooLarge, ContentUnavailable
 from gridd.metrics import TreeMetrics
 from gridd.models.base import WeightSpec, spec_of
 from gridd.transport import Store
@@ -23,6 +27,8 @@ from gridd.wire import WireError, decode_weights, encode_weights
 
 SLACK_BYTES = 64 * 1024
 """Allowance over the genesis blob size for the optional `meta` of a weights envelope."""
+UNAVAILABLE_SECONDS = 60.0
+MAX_UNAVAILABLE = 4_096
 
 
 class RejectedWeights(ValueError):
@@ -62,6 +68,9 @@ class WeightsBank:
         timeout: float = 30.0,
         cache_size: int = 32,
         metrics: TreeMetrics | None = None,
+        pin_name: str | None = None,
+        own_name: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.spec = spec
@@ -69,7 +78,11 @@ class WeightsBank:
         self.timeout = timeout
         self.cache_size = cache_size
         self.metrics = metrics
+        self.pin_name = pin_name
+        self.own_name = own_name
+        self.clock = clock
         self._cache: OrderedDict[str, list[np.ndarray]] = OrderedDict()
+        self._unavailable: OrderedDict[str, float] = OrderedDict()  # cid -> retry after
 
     def _remember(self, cid: str, weights: list[np.ndarray]) -> list[np.ndarray]:
         for w in weights:
@@ -100,7 +113,21 @@ class WeightsBank:
         cached = self.cached(cid)
         if cached is not None:
             return cached
-        return self._remember(cid, self.load(cid, timeout))
+        until = self._unavailable.get(cid)
+        if until is not None and until > self.clock():
+            raise ContentUnavailable(cid, "unavailable a moment ago; not asking again yet")
+        try:
+            weights = self.load(cid, timeout)
+        except RejectedWeights:
+            raise
+        except Exception:
+            self._unavailable[cid] = self.clock() + UNAVAILABLE_SECONDS
+            self._unavailable.move_to_end(cid)
+            while len(self._unavailable) > MAX_UNAVAILABLE:
+                self._unavailable.popitem(last=False)
+            raise
+        self._unavailable.pop(cid, None)
+        return self._remember(cid, weights)
 
     def load(self, cid: str, timeout: float | None = None) -> list[np.ndarray]:
         """Fetch and check weights without touching the cache (safe from a pool thread)."""
@@ -127,14 +154,14 @@ class WeightsBank:
         return weights
 
     def pin(self, cid: str) -> None:
-        self.store.pin(cid)
+        self.store.pin(cid, name=self.pin_name)
 
     def put(self, weights: Sequence[np.ndarray]) -> str:
         """Store (pinned) and cache this peer's own weights; returns the CID."""
         problem = classify(self.spec, weights)
         if problem is not None:
             raise RejectedWeights(problem[0], f"own weights: {problem[1]}")
-        cid = self.store.put(encode_weights(list(weights)), pin=True)
+        cid = self.store.put(encode_weights(list(weights)), pin=True, name=self.own_name)
         self._remember(cid, [np.array(w, dtype=np.float32, copy=True) for w in weights])
         return cid
 
