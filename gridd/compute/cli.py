@@ -62,6 +62,8 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSett
 @click.option("--max-wall-seconds", type=float, default=None, help="Stop jobs running longer.")
 @click.option("--heartbeat-interval", type=float, default=None,
               help="Seconds between ads and lease beats (default 2).")
+@click.option("--result-ttl", type=float, default=None,
+              help="Seconds a trained model stays pinned here for its client (default 86400).")
 @click.option("--topic", envvar="GRIDD_COMPUTE_TOPIC", default=None,
               help="Compute topic (env GRIDD_COMPUTE_TOPIC; default gridd/compute/v2).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -97,6 +97,9 @@ def _register(kind: str, fields: dict[str, Field]) -> None:
 NONNEG = Field((int, float), check=lambda v: v >= 0, why="must be >= 0")
 
 _register(AD, {
+    # Seconds the worker keeps a result pinned (gridd.pins): fetch it before then. Optional.
+    "result_ttl": Field((int, float), required=False, check=lambda v: math.isfinite(v) and v > 0,
+                        why="result_ttl must be a positive number of seconds"),
     "slots": Field(int, check=lambda v: 0 < v < 1024, why="slots must be 1..1023"),
     "free": Field(int, check=lambda v: 0 <= v < 1024, why="free must be 0..1023"),
     "cpus": Field(int, check=lambda v: v >= 0, why="cpus must be >= 0"),

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gridd import pins
 from gridd.compute.dispatch import Dispatcher, RemoteJob
 from gridd.compute.protocol import MAX_HISTORY_BYTES, fit_to_wire, unpack_history
 from gridd.transport import Store
 
 if TYPE_CHECKING:
     import keras
+
+log = logging.getLogger(__name__)
 
 
 def array_bytes(a: Any, what: str) -> bytes:
@@ -146,10 +150,19 @@ class Job:
             kw: dict[str, Any] = {} if self.max_bytes is None else {"max_size": self.max_bytes}
             limit = {} if self.max_params is None else {"max_params": self.max_params}
             model = load_keras_file(self.store.get(cid, **kw), compile=True, **limit)
+            self._keep(cid)
             hist = RemoteHistory(dict(self.history), dict(self.params), self.id,
                                  self.remote.worker, self.remote.seconds, model)
             self._result = (model, hist)
         return self._result
+
+    def _keep(self, cid: str) -> None:
+        """Pin the loaded result on the client's node: the worker unpins its copy after its
+        TTL (gridd.pins), and a notebook may want the model again. Best effort."""
+        try:
+            self.store.pin(cid, name=pins.compute_fetched(self.id))
+        except Exception as e:
+            log.info("could not pin the result of job %s: %s", self.id, e)
 
     def __repr__(self) -> str:
         w = (self.worker or "-")[:16]

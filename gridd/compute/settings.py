@@ -18,6 +18,7 @@ class ComputeSettings:
     max_epochs: int = 1000
     max_wall_seconds: float = 3600.0
     heartbeat_interval: float = 2.0  # worker ads and running-job heartbeats
+    result_ttl: float = 86_400.0  # seconds a result stays pinned here (advertised in ads)
     topic: str = "gridd/compute/v2"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -34,3 +35,5 @@ class ComputeSettings:
             raise ValueError("max_wall_seconds must be positive")
         if self.heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
+        if not self.result_ttl > 0:
+            raise ValueError("result_ttl must be positive")

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gridd import pins
 from gridd.compute import protocol as p
 from gridd.compute.authentic import Authenticator
 from gridd.compute.jobs import JobContext, JobError, JobSpec, Trainer
 from gridd.compute.settings import ComputeSettings
 from gridd.compute.sysinfo import MachineInfo, load, machine_info
 from gridd.metrics import ComputeMetrics
-from gridd.runtime import BoundedMap, InboxLimits, Node
+from gridd.runtime import BoundedMap, FetchResult, InboxLimits, Node
 from gridd.transport import Broker, Message, Store
 from gridd.wire import WireError
 
@@ -86,6 +87,9 @@ class ComputeWorker:
                          limits=InboxLimits(max_message_bytes=p.MAX_COMPUTE_MESSAGE),
                          metrics=self.metrics.runtime, seal=p.sealer(broker.sign, broker.peer_id))
         self.node.every(settings.heartbeat_interval, self._tick, name="heartbeat")
+        self.node.every(min(60.0, settings.result_ttl / 4), self._expire_results,
+                        name="results")
+        self._expiry_warned = False
         self._thread: threading.Thread | None = None
         self.claim_ttl = max(5.0, 3 * settings.heartbeat_interval)
 
@@ -151,7 +155,8 @@ class ComputeWorker:
         with self._lock:
             running = sorted(job for _, job in self._running)
         self._publish(p.pack(
-            p.AD, slots=self.settings.slots, free=self.free_slots, cpus=self.info.cpus,
+            p.AD, result_ttl=float(self.settings.result_ttl),
+            slots=self.settings.slots, free=self.free_slots, cpus=self.info.cpus,
             memory=self.info.memory, gpus=list(self.info.gpus), tf=self.info.tf[:32],
             load=load(), running=running, interval=float(self.settings.heartbeat_interval),
             restricted=bool(self.settings.accept_from),
@@ -324,14 +329,16 @@ class ComputeWorker:
         try:
             result = self.trainer.run(ctx)
             ctx.check_stop()
-            cid = self.store.put(result.model)
+            keep = pins.compute_result(spec.job, spec.owner,
+                                       time.time() + self.settings.result_ttl)
+            cid = self.store.put(result.model, name=keep)
             self.metrics.training_seconds.observe(time.monotonic() - t0)
             seconds = round(time.monotonic() - t0, 3)
             try:
                 done = p.pack(p.DONE, job=spec.job, attempt=spec.attempt, owner=spec.owner,
                               model=cid, history=result.history, seconds=seconds)
             except WireError:  # a long run's history: too big for a message, so by CID
-                hcid = self.store.put(p.pack_history(result.history))
+                hcid = self.store.put(p.pack_history(result.history), name=keep)
                 done = p.pack(p.DONE, job=spec.job, attempt=spec.attempt, owner=spec.owner,
                               model=cid, history_cid=hcid, seconds=seconds)
             self._publish(done)
@@ -355,6 +362,28 @@ class ComputeWorker:
                 self._threads.pop((spec.owner, spec.job), None)
             self.metrics.jobs_running.dec()
             self._claim_more()
+
+    def _expire_results(self) -> None:
+        """Unpin results whose TTL passed. Their expiry is in their pin names, so results of
+        an earlier run of this worker expire too; listing and unpinning are Kubo RPCs, so
+        they run in the node's fetch pool, never on the message loop."""
+
+        def sweep(_left: float) -> int:
+            expired = pins.expired_results(self.store.pins(pins.RESULT_PREFIX), time.time())
+            for cid in expired:
+                self.store.unpin(cid)
+            return len(expired)
+
+        self.node.fetch(("results", "expire"), sweep, timeout=60.0, done=self._expired,
+                        sender="gridd:retention")
+
+    def _expired(self, result: FetchResult) -> None:
+        if result.ok:
+            if result.value:
+                log.info("unpinned %d result(s) past their TTL", result.value)
+        elif not self._expiry_warned:
+            self._expiry_warned = True
+            log.warning("could not unpin expired results (will retry): %s", result.error)
 
     def _send(self, kind: str, spec: JobSpec, **body: Any) -> None:
         """A message about one job (addressed to its owner)."""
