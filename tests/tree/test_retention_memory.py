@@ -3,6 +3,8 @@ compaction and restarts. Real IPFS versions are in test_retention_kubo.py."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -205,3 +207,25 @@ def test_retention_off_keeps_every_weights_blob(peers_factory: Factory, window: 
     others = {tx.weights_cid for tx in peers[0].tangle.transactions() if tx.parents}
     assert others <= set(held)
     assert peers[0].keeper.last is None  # nothing was even listed
+
+
+def test_the_daemon_loop_applies_the_policy_on_its_own(peers_factory: Factory) -> None:
+    settings = fast_settings(training_interval=0.01, retention_window=2, retention_own=0,
+                             retention_interval=0.05)
+    peer = peers_factory(0, settings=settings)
+    stop = threading.Event()
+    loop = threading.Thread(target=peer.run, args=(stop,))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            report = peer.keeper.last
+            if report is not None and report.unpinned > 0:
+                break
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        loop.join(5)
+    assert not loop.is_alive()
+    report = peer.keeper.last
+    assert report is not None and report.unpinned > 0  # the tick listed, decided, unpinned
