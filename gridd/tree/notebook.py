@@ -12,6 +12,11 @@ Without it nothing can be checked: a noise model that approves a good transactio
 become the consensus, and the only accuracies known are what issuers say about themselves,
 so the view warns once and labels those figures as self-reported. The lab builds its
 observer with `make_observer` too, so a benchmark measures what notebook users get.
+
+A view evaluates with one model it builds once and one traced function with a fixed input
+signature, so `evaluate()`, `accuracy` and `history()` in a loop never retrace; `history()`
+lists the transactions (plain dicts, `.to_pandas()` if pandas is installed) and `plot()`
+draws them with the consensus over time (matplotlib, imported only then).
 """
 
 from __future__ import annotations
@@ -19,13 +24,16 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from gridd.data import DataError, Dataset, _check_x, _check_y
 from gridd.models import ModelAdapter, Recipe, build_model
+from gridd.models.base import check_xy
 from gridd.transport import Broker, Store
+from gridd.tree.genesis import Genesis
 from gridd.tree.genesis import create_genesis as _create_genesis
 from gridd.tree.peer import TreePeer
 from gridd.tree.settings import TreeSettings, load_tree_settings
@@ -34,6 +42,12 @@ DEFAULT_WAIT = 5.0
 MIN_WAIT = 1.0
 SELF_REPORTED = "self-reported"
 VALIDATION = "validation"
+EVAL_BATCH = 1024  # rows per call of the evaluation function (bounds its memory)
+HISTORY_FETCH_BUDGET = 10.0  # seconds history() may spend fetching weights not in memory
+PLOT_ISSUERS = 10  # issuers with their own colour in plot(); the rest share one
+HISTORY_COLUMNS = ("id", "issuer", "time", "parents", "reported_accuracy", "accuracy",
+                   "consensus")
+CONSENSUS_COLUMNS = ("time", "transactions", "accuracy", "source")
 
 Validation = tuple[Any, Any] | Dataset
 
@@ -73,18 +87,105 @@ def make_observer(genesis_id: str, broker: Broker, store: Store,
                     settings=settings, state_dir=None, seed=seed, observer=True)
 
 
+class Evaluator:
+    """Loss and accuracy of weight lists, on one model built once per view.
+
+    With Keras the model is called from one tf.function whose input signature is fixed
+    ([None, *input_shape] float32 and [None] int64), in batches of EVAL_BATCH rows: weights
+    are loaded with set_weights (variables the function reads), so no number of calls,
+    data sizes or weight changes traces it again. model.evaluate builds a data pipeline
+    and a step function per call, which is slow in a notebook loop and, depending on the
+    TF version, can warn about retracing. Without TF the numpy adapter evaluates directly.
+    """
+
+    def __init__(self, genesis: Genesis, prefer: str) -> None:
+        self.recipe = genesis.recipe
+        self.adapter: ModelAdapter = build_model(genesis.recipe, None, prefer,
+                                                 keras_model=genesis.keras_bytes)
+        self._fn: Any = None
+        model = getattr(self.adapter, "model", None)
+        if model is not None and self.recipe.metric == "accuracy":
+            self._fn = _keras_sums(model, self.recipe)
+
+    @property
+    def traces(self) -> int:
+        """How often the Keras evaluation function was traced (0 without TF)."""
+        return 0 if self._fn is None else int(self._fn.experimental_get_tracing_count())
+
+    def evaluate(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray
+                 ) -> dict[str, float]:
+        self.adapter.set_weights(weights)
+        if self._fn is None:
+            return self.adapter.evaluate(x, y)
+        x, y = check_xy(self.recipe, x, y)
+        assert y is not None
+        loss = correct = 0.0
+        for i in range(0, len(x), EVAL_BATCH):
+            batch_loss, batch_correct = self._fn(x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH])
+            loss += float(batch_loss)
+            correct += float(batch_correct)
+        return {"loss": loss / len(x), self.recipe.metric: correct / len(x)}
+
+
+def _keras_sums(model: Any, recipe: Recipe) -> Any:
+    """tf.function (x, y) -> (summed loss, correct predictions), traced once."""
+    import keras
+    import tensorflow as tf
+
+    loss_fn = keras.losses.get(recipe.loss)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *recipe.input_shape], tf.float32),
+                                  tf.TensorSpec([None], tf.int64)])
+    def sums(x: Any, y: Any) -> Any:
+        p = model(x, training=False)
+        hits = tf.equal(tf.argmax(p, axis=-1, output_type=tf.int64), y)
+        return tf.reduce_sum(loss_fn(y, p)), tf.reduce_sum(tf.cast(hits, tf.float32))
+
+    return sums
+
+
+class History(list):  # type: ignore[type-arg]
+    """Records as a plain list of dicts (history(): one per transaction, HISTORY_COLUMNS;
+    consensus_history(): CONSENSUS_COLUMNS), and to_pandas() when pandas is installed."""
+
+    def __init__(self, records: Iterable[dict[str, Any]] = (),
+                 columns: tuple[str, ...] = HISTORY_COLUMNS) -> None:
+        super().__init__(records)
+        self.columns = columns
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame of the records, `time` as UTC datetimes (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("History.to_pandas() needs pandas (pip install pandas); "
+                              "the history itself is a plain list of dicts") from None
+        frame = pd.DataFrame(list(self), columns=list(self.columns))
+        frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+        return frame
+
+
 class TangleView:
-    """What a notebook sees of one tangle; call refresh() to catch up with the network.
+    """What a notebook sees of one tangle, as of the last refresh().
+
+    **Nothing updates by itself**: a view runs no background thread, so transactions the
+    network publishes after you opened it appear only when you call `view.refresh()`
+    (which listens and fetches for up to `wait` seconds); every figure below describes the
+    tangle as of the last refresh.
 
     `accuracy` is measured on the validation data the view was opened with (None without);
-    `reported_accuracy` is what the issuers claim, which nobody has checked.
+    `reported_accuracy` is what the issuers claim, which nobody has checked. `history()`
+    lists the transactions, `plot()` draws accuracy over time, `model()` is the consensus
+    as a Keras model and `evaluate(x, y)` measures it on other data.
     """
 
     def __init__(self, peer: TreePeer) -> None:
         self.peer = peer
         self._consensus: tuple[int, list[str], list[np.ndarray]] | None = None
         self._measured: tuple[int, dict[str, float]] | None = None
-        self._adapter: ModelAdapter | None = None
+        self._evaluator: Evaluator | None = None
+        self._tx_accuracy: dict[str, float] = {}  # measured on the validation data
+        self._consensus_log: list[dict[str, Any]] = []
 
     @property
     def genesis_id(self) -> str:
@@ -106,11 +207,13 @@ class TangleView:
         return SELF_REPORTED if self.validation is None else VALIDATION
 
     def refresh(self, wait: float = DEFAULT_WAIT) -> TangleView:
-        """Process messages and fetch history for up to `wait` seconds.
+        """Catch up with the network: process messages and fetch history for up to `wait`
+        seconds. The only way a view learns of new transactions (see the class docstring).
 
         Returns early once caught up: after MIN_WAIT seconds, with transactions beyond the
         genesis and nothing left to fetch (any transaction heard pulls in its ancestors, so
-        a live tangle needs no silence to be caught up with).
+        a live tangle needs no silence to be caught up with). When the tangle grew, the
+        consensus accuracy at this moment is recorded for plot() and consensus_history().
         """
         start = time.monotonic()
         while time.monotonic() - start < wait:
@@ -118,7 +221,27 @@ class TangleView:
             if (time.monotonic() - start >= MIN_WAIT and len(self.peer.tangle) > 1
                     and not self.peer.builder.outstanding):
                 break
+        self._record_consensus()
         return self
+
+    def _record_consensus(self) -> None:
+        """A point of the consensus curve, once per tangle size (a consensus cannot be
+        recomputed for the past: it depends on the tangle as it was)."""
+        size = len(self.peer.tangle)
+        if self._consensus_log and self._consensus_log[-1]["transactions"] == size:
+            return
+        measured = self.accuracy
+        self._consensus_log.append({
+            "time": time.time(), "transactions": size,
+            "accuracy": measured if measured is not None else self.reported_accuracy,
+            "source": self.accuracy_source,
+        })
+
+    def consensus_history(self) -> History:
+        """The consensus accuracy each time refresh() (or plot()) saw the tangle grow:
+        time, transactions, accuracy (measured, or self-reported without validation data),
+        source."""
+        return History((dict(p) for p in self._consensus_log), CONSENSUS_COLUMNS)
 
     @property
     def peers(self) -> list[str]:
@@ -202,13 +325,119 @@ class TangleView:
             x, y = self.validation.x_val, self.validation.y_val
         elif x is None or y is None:
             raise ValueError("evaluate(x, y): give both or neither")
-        if self._adapter is None:  # built once: a Keras model takes seconds to build
-            g = self.peer.genesis
-            assert g is not None
-            self._adapter = build_model(g.recipe, None, self.peer.prefer,
-                                        keras_model=g.keras_bytes)
-        self._adapter.set_weights(self._current()[2])
-        return self._adapter.evaluate(x, y)
+        return self._model_evaluator().evaluate(self._current()[2], x, y)
+
+    def _model_evaluator(self) -> Evaluator:
+        if self._evaluator is None:  # built once: a Keras model takes seconds to build
+            assert self.peer.genesis is not None
+            self._evaluator = Evaluator(self.peer.genesis, self.peer.prefer)
+        return self._evaluator
+
+    def history(self, measure: bool = True, fetch_budget: float = HISTORY_FETCH_BUDGET
+                ) -> History:
+        """One record per transaction this view holds (call refresh() first for the
+        latest), oldest first, with HISTORY_COLUMNS:
+
+        id; issuer (peer id); time (Unix seconds, as the issuer stamped it); parents (ids);
+        reported_accuracy (what the issuer claims on its own data; None for the genesis);
+        accuracy (its weights measured on the validation data: None without validation
+        data, with measure=False, or when its weights could not be fetched within
+        `fetch_budget` seconds in all); consensus (whether the current consensus model
+        averages it). Measurements are cached: each transaction is measured once per view.
+        """
+        tangle = self.peer.tangle
+        consensus = set(self.reference_ids())
+        txs = sorted(tangle.transactions(), key=lambda tx: (tx.created_at, tx.id))
+        measured: dict[str, float] = {}
+        if measure and self.validation is not None:
+            measured = self._measure([tx.id for tx in txs], fetch_budget)
+        records = History()
+        for tx in txs:
+            reported = tx.metadata.get("accuracy")
+            records.append({
+                "id": tx.id, "issuer": tx.issuer, "time": tx.created_at,
+                "parents": list(tx.parents),
+                "reported_accuracy": (float(reported) if isinstance(reported, (int, float))
+                                      and not isinstance(reported, bool) else None),
+                "accuracy": measured.get(tx.id), "consensus": tx.id in consensus,
+            })
+        return records
+
+    def _measure(self, tx_ids: list[str], budget: float) -> dict[str, float]:
+        """Accuracy of each transaction's own weights on the validation data (cached)."""
+        data = self.validation
+        assert data is not None
+        evaluator = self._model_evaluator()
+        deadline = time.monotonic() + budget
+        missing = 0
+        for tx_id in tx_ids:
+            if tx_id in self._tx_accuracy:
+                continue
+            cid = self.peer.tangle[tx_id].weights_cid
+            weights = self.peer.bank.cached(cid)
+            if weights is None:
+                left = deadline - time.monotonic()
+                try:
+                    if left <= 0:
+                        raise TimeoutError("history() fetch budget spent")
+                    weights = self.peer.bank.get(cid, timeout=left)
+                except Exception:
+                    missing += 1
+                    continue
+            self._tx_accuracy[tx_id] = evaluator.evaluate(
+                weights, data.x_val, data.y_val)[self.recipe.metric]
+        if missing:
+            warnings.warn(f"history(): the weights of {missing} transactions could not be "
+                          f"fetched within {budget:.0f} s; their accuracy is None",
+                          stacklevel=3)
+        return {i: self._tx_accuracy[i] for i in tx_ids if i in self._tx_accuracy}
+
+    def plot(self, ax: Any = None, measure: bool = True) -> Any:
+        """Accuracy over time (needs matplotlib): each transaction at its time, coloured by
+        issuer (measured on the validation data, or self-reported without it), and the
+        consensus as recorded at each refresh() that saw the tangle grow. Returns the Axes.
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("TangleView.plot() needs matplotlib (pip install matplotlib); "
+                              "view.history() has the same figures as plain dicts") from None
+        from datetime import datetime
+
+        self._record_consensus()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(9, 4.5))
+        measured = measure and self.validation is not None
+        key = "accuracy" if measured else "reported_accuracy"
+        by_issuer: dict[str, list[tuple[datetime, float]]] = {}
+        for r in self.history(measure=measured):
+            if r[key] is not None:
+                by_issuer.setdefault(r["issuer"], []).append(
+                    (datetime.fromtimestamp(r["time"]), r[key]))
+        ranked = sorted(by_issuer, key=lambda i: -len(by_issuer[i]))
+        for n, issuer in enumerate(ranked):
+            when, acc = zip(*by_issuer[issuer], strict=True)
+            if n < PLOT_ISSUERS:
+                ax.plot(when, acc, "o", alpha=0.7, label=_short(issuer))
+            else:
+                label = f"{len(ranked) - PLOT_ISSUERS} other issuers" \
+                    if n == PLOT_ISSUERS else None
+                ax.plot(when, acc, "o", color="0.6", alpha=0.5, label=label)
+        points = [(datetime.fromtimestamp(c["time"]), c["accuracy"])
+                  for c in self._consensus_log if c["accuracy"] is not None]
+        if points:
+            when, acc = zip(*points, strict=True)
+            ax.step(when, acc, "k-", where="post", marker="s", linewidth=2, label="consensus")
+        ax.set_xlabel("time")
+        ax.set_ylabel(f"accuracy ({self._accuracy_label(measured)})")
+        ax.set_title(f"tangle {self.genesis_id[:12]}…: {self.transaction_count} transactions")
+        ax.legend(loc="lower right", fontsize="small")
+        return ax
+
+    def _accuracy_label(self, measured: bool) -> str:
+        if measured and self.validation is not None:
+            return f"measured on {len(self.validation.y_val)} validation samples"
+        return "self-reported by issuers"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -240,6 +469,11 @@ class TangleView:
 
     def close(self) -> None:
         self.peer.close()
+
+
+def _short(peer_id: str) -> str:
+    """A legend label: peer ids all start alike (12D3KooW...), so keep their end."""
+    return peer_id if len(peer_id) <= 12 else f"…{peer_id[-6:]}"
 
 
 def _open_observer(client: Any, genesis_id: str, validation: Validation | None,
