@@ -9,14 +9,17 @@ one recursive pin). The names (Kubo allows at most 255 bytes):
     gridd:tree:<genesis12>:genesis    a tangle's genesis: record, recipe, initial weights
     gridd:tree:<genesis12>:record     transaction records (small; kept)
     gridd:tree:<genesis12>:weights    weights of others' transactions (retention window)
-    gridd:tree:<genesis12>:own        weights this peer published (RETENTION_OWN newest)
+    gridd:tree:<genesis12>:own:<peer12>
+                                      weights a peer published (RETENTION_OWN newest); per
+                                      identity, since peers of one tangle may share a daemon
     gridd:compute:result:<expiry>:<owner12>:<job>
                                       a worker's result (model, history); unpinned once
                                       <expiry> (unix seconds) has passed
     gridd:compute:fetched:<job>       a result the client loaded (kept)
 
-`<genesis12>` is the first 12 characters of the genesis id, `<owner12>` the last 12 of the
-job owner's peer id (peer ids share their first characters).
+`<genesis12>` is the first 12 characters of the genesis id, `<peer12>` and `<owner12>` the
+last 12 of a peer id (peer ids share their first characters). A CID has one pin in Kubo: a
+blob two roles both pin carries the name given last.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def tree(genesis_id: str, kind: str) -> str:
     if kind not in TREE_KINDS:
         raise ValueError(f"tree pin kind must be one of {TREE_KINDS}, got {kind!r}")
     return f"{tree_prefix(genesis_id)}{kind}"
+
+
+def own(genesis_id: str, peer_id: str) -> str:
+    """The name of the weights one peer (identity) published in one tangle."""
+    return f"{tree(genesis_id, 'own')}:{peer_id[-12:]}"
 
 
 def tree_prefix(genesis_id: str) -> str:
@@ -98,8 +106,8 @@ class NamedPins(Store):
     def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes:
         return self.inner.get(cid, max_size=max_size, timeout=timeout)
 
-    def pin(self, cid: str, name: str | None = None) -> None:
-        self.inner.pin(cid, name=name or self.name)
+    def pin(self, cid: str, name: str | None = None, rename: bool = True) -> None:
+        self.inner.pin(cid, name=name or self.name, rename=rename)
 
     def unpin(self, cid: str) -> None:
         self.inner.unpin(cid)

@@ -136,9 +136,11 @@ def prune_tangle(client: KuboClient, t: TangleDir, config: str | None) -> str:
     log = TangleLog(t.log)
     txs = log.load()
     tangle = rebuild(genesis.transaction, txs, horizon=log.horizon)
-    own = load_state(t.path, t.genesis_id).published
-    keep = keep_weights(tangle, own, policy)
-    names = {pins.tree(t.genesis_id, "weights"), pins.tree(t.genesis_id, "own")}
+    state = load_state(t.path, t.genesis_id)
+    keep = keep_weights(tangle, state.published, policy)
+    names = {pins.tree(t.genesis_id, "weights")}
+    if state.peer_id:
+        names.add(pins.own(t.genesis_id, state.peer_id))
     known = {tx.weights_cid for tx in tangle.transactions()}
     drop = to_unpin(listed, keep, names, known)
     failed = 0

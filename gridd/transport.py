@@ -141,8 +141,9 @@ class Store(ABC):
     def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes: ...
 
     @abstractmethod
-    def pin(self, cid: str, name: str | None = None) -> None:
-        """Pin (a pinned CID is renamed when `name` differs)."""
+    def pin(self, cid: str, name: str | None = None, rename: bool = True) -> None:
+        """Pin (a pinned CID is renamed when `name` differs, unless rename=False: then a
+        CID pinned already keeps its pin and name, e.g. another identity's on one daemon)."""
 
     @abstractmethod
     def unpin(self, cid: str) -> None: ...
@@ -236,7 +237,9 @@ class IpfsStore(Store):
     def get(self, cid: str, max_size: int = MAX_BLOB_BYTES, timeout: float = 60.0) -> bytes:
         return self.client.cat(cid, max_size=max_size, timeout=timeout)
 
-    def pin(self, cid: str, name: str | None = None) -> None:
+    def pin(self, cid: str, name: str | None = None, rename: bool = True) -> None:
+        if not rename and self.client.pin_name(cid) is not None:
+            return
         self.client.pin_add(cid, name=name)
 
     def unpin(self, cid: str) -> None:
@@ -379,9 +382,10 @@ class MemoryStore(Store):
             raise ContentTooLarge(f"content {cid}", len(data), max_size)
         return data
 
-    def pin(self, cid: str, name: str | None = None) -> None:
+    def pin(self, cid: str, name: str | None = None, rename: bool = True) -> None:
         self.get(cid)
-        self._pin(cid, name)
+        if rename or cid not in self.pinned:
+            self._pin(cid, name)
 
     def unpin(self, cid: str) -> None:
         self.pinned.discard(cid)

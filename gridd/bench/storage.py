@@ -45,8 +45,9 @@ LOG_COMPACT = 200_000
 def pinned(store: Store, genesis_id: str) -> dict[str, int]:
     """Bytes pinned per kind of this tangle's pins (weights, own, record, genesis)."""
     out = dict.fromkeys(pins.TREE_KINDS, 0)
-    for cid, name in store.pins(pins.tree_prefix(genesis_id)).items():
-        out[name.rsplit(":", 1)[-1]] += store.size(cid)
+    prefix = pins.tree_prefix(genesis_id)
+    for cid, name in store.pins(prefix).items():
+        out[name[len(prefix):].split(":")[0]] += store.size(cid)
     return out
 
 

@@ -320,6 +320,17 @@ class KuboClient:
         d = self.rpc("pin/ls", **params) or {}
         return {cid: str(v.get("Name") or "") for cid, v in (d.get("Keys") or {}).items()}
 
+    def pin_name(self, cid: str) -> str | None:
+        """The name of `cid`'s recursive pin ("" unnamed), or None if it is not pinned."""
+        try:
+            d = self.rpc("pin/ls", arg=cid, type="recursive", names="true") or {}
+        except IPFSApiError as e:
+            if "not pinned" in e.message:
+                return None
+            raise
+        entry = (d.get("Keys") or {}).get(cid)
+        return None if entry is None else str(entry.get("Name") or "")
+
     def dag_sizes(self, cids: Sequence[str], batch: int = 200) -> dict[str, int]:
         """Total bytes of each CID's DAG (`dag/stat`, many CIDs per call)."""
         sizes: dict[str, int] = {}

@@ -52,7 +52,8 @@ class StorageKeeper:
         self.compact_bytes = compact_bytes
         self.timeout = timeout
         self.prefix = pins.tree_prefix(genesis_id)
-        self.names = (pins.tree(genesis_id, "weights"), pins.tree(genesis_id, "own"))
+        # others' own weights (peers of this tangle sharing the daemon) are theirs to judge
+        self.names = (pins.tree(genesis_id, "weights"), pins.own(genesis_id, peer_id))
         self.last: PruneReport | None = None
         self.compactions = 0
         self._compacted_size = 0

@@ -185,7 +185,7 @@ class TreePeer:
             self.store, genesis.spec, weights_cap(genesis.weights_size), timeout=s.timeout,
             cache_size=s.weights_cache, metrics=self.metrics,
             pin_name=pins.tree(self.genesis_id, "weights"),
-            own_name=pins.tree(self.genesis_id, "own"),
+            own_name=pins.own(self.genesis_id, self.peer_id),
         )
         node = Node(self.broker, self.topic, self._on_message, name="tree",
                     limits=InboxLimits(max_message_bytes=MAX_TREE_MESSAGE),

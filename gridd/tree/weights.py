@@ -154,7 +154,9 @@ class WeightsBank:
         return weights
 
     def pin(self, cid: str) -> None:
-        self.store.pin(cid, name=self.pin_name)
+        """Pin accepted weights, leaving a pin that exists alone: on a daemon shared by
+        several peers of a tangle, one peer's own weights keep their `own` name."""
+        self.store.pin(cid, name=self.pin_name, rename=False)
 
     def put(self, weights: Sequence[np.ndarray]) -> str:
         """Store (pinned) and cache this peer's own weights; returns the CID."""

@@ -85,7 +85,7 @@ def train(group: list[TreePeer], rounds: int, prune_every: int | None = 4) -> li
 
 
 def held(peer: TreePeer) -> dict[str, str]:
-    names = {pins.tree(peer.genesis_id, "weights"), pins.tree(peer.genesis_id, "own")}
+    names = {pins.tree(peer.genesis_id, "weights"), pins.own(peer.genesis_id, peer.peer_id)}
     return {c: n for c, n in peer.store.pins(pins.tree_prefix(peer.genesis_id)).items()
             if n in names}
 

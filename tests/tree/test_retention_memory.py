@@ -24,7 +24,7 @@ Factory = Callable[..., TreePeer]
 
 
 def weights_pins(peer: TreePeer) -> dict[str, str]:
-    names = {pins.tree(peer.genesis_id, "weights"), pins.tree(peer.genesis_id, "own")}
+    names = {pins.tree(peer.genesis_id, "weights"), pins.own(peer.genesis_id, peer.peer_id)}
     return {c: n for c, n in peer.store.pins().items() if n in names}
 
 
@@ -81,6 +81,8 @@ def test_memory_store_names_pins_like_kubo(memnet: MemoryNetwork) -> None:
     assert store.pins() == {cid: "gridd:tree:abc:own"}
     store.pin(cid, name="gridd:tree:abc:weights")  # pinning again renames
     assert store.pins("gridd:tree:abc:") == {cid: "gridd:tree:abc:weights"}
+    store.pin(cid, name="gridd:tree:abc:record", rename=False)  # pinned already: kept as is
+    assert store.pins() == {cid: "gridd:tree:abc:weights"}
     store.pin(cid)  # without a name: Kubo clears the name
     assert store.pins() == {} and cid in store.pinned
     named = pins.NamedPins(store, "gridd:tree:abc:record")
@@ -229,3 +231,26 @@ def test_the_daemon_loop_applies_the_policy_on_its_own(peers_factory: Factory) -
     assert not loop.is_alive()
     report = peer.keeper.last
     assert report is not None and report.unpinned > 0  # the tick listed, decided, unpinned
+
+
+def test_peers_sharing_a_daemon_keep_each_others_own_weights(
+    memnet: MemoryNetwork, genesis_id: str, shards: list[Dataset]
+) -> None:
+    shared = memnet.store()  # one daemon, two identities of one tangle
+    a = make_peer(genesis_id, memnet.broker("peer-a"), shared, shards[0],
+                  fast_settings(retention_window=1, retention_own=0), seed=1)
+    b = make_peer(genesis_id, memnet.broker("peer-b"), shared, shards[1],
+                  fast_settings(retention_window=1, retention_own=50), seed=2)
+    try:
+        rounds([a, b], 12, prune_every=100)
+        a.prune_storage()
+        mine = {b.tangle[i].weights_cid for i in b.published}
+        assert len(mine) >= 3
+        assert mine <= set(shared.pins())  # a never judged b's own weights
+        b.prune_storage()
+        assert mine <= set(shared.pins())  # and b keeps them (RETENTION_OWN 50)
+        deep = {tx.weights_cid for tx in a.tangle.transactions() if tx.issuer == a.peer_id}
+        assert not deep <= set(shared.pins())  # while a let its own go (RETENTION_OWN 0)
+    finally:
+        a.close()
+        b.close()
