@@ -21,6 +21,11 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["gridd", "gridd.*", "tangle", "tangle.*"]),
     install_requires=requirements,
+    extras_require={
+        # Jupyter: RemoteHistory/SweepResult.plot() draw with matplotlib; with ipywidgets
+        # tqdm.auto renders fit/sweep progress as widgets instead of text.
+        "notebook": ["matplotlib>=3.8,<4", "ipywidgets>=8.1,<9"],
+    },
     entry_points={
         "console_scripts": [
             "gridd=gridd.cli:main",

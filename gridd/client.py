@@ -8,14 +8,22 @@ subscribes to the compute topic. Tree-mode helpers are delegated to gridd.tree.n
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gridd.compute import protocol
 from gridd.compute.dispatch import Dispatcher
-from gridd.compute.remote import Job, RemoteHistory, Uploader, show_progress, submit_fit
-from gridd.compute.table import Table
+from gridd.compute.remote import (
+    Job,
+    RemoteHistory,
+    Uploader,
+    check_arrays,
+    data_arrays,
+    show_progress,
+    submit_fit,
+    wait_for_taker,
+)
+from gridd.compute.table import Table, workers_table
 from gridd.ipfs import KuboClient
 from gridd.ipfs.roles import claim_role_key
 from gridd.transport import IpfsBroker, IpfsStore
@@ -34,12 +42,14 @@ class Client:
     silence after which a running job is given to another worker. workers: peer ids of the
     only workers to give jobs to (a trust list; default anyone on the topic). job_deadline:
     seconds after which an unfinished job fails with reason "deadline" (None: never).
+    no_worker_timeout: seconds fit/sweep wait for a live worker that can take a job before
+    failing with reason "no_workers" (the message lists the likely causes).
     """
 
     def __init__(
         self, api: str | None = None, *, topic: str | None = None, lease: float = 10.0,
         reoffer_every: float = 2.0, workers: list[str] | None = None,
-        job_deadline: float | None = 6 * 3600.0,
+        job_deadline: float | None = 6 * 3600.0, no_worker_timeout: float = 60.0,
     ) -> None:
         self.kubo = KuboClient(api)
         try:
@@ -57,6 +67,7 @@ class Client:
         self.reoffer_every = reoffer_every
         self.trusted = frozenset(workers) if workers else None
         self.job_deadline = job_deadline
+        self.no_worker_timeout = no_worker_timeout
         self.uploader = Uploader(self.store)
         self._dispatcher: Dispatcher | None = None
         self._jobs: list[Job] = []
@@ -68,29 +79,19 @@ class Client:
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(
                 self.broker, self.topic, lease=self.lease, reoffer_every=self.reoffer_every,
-                deadline=self.job_deadline, trusted=self.trusted).start()
+                deadline=self.job_deadline, trusted=self.trusted,
+                no_worker_timeout=self.no_worker_timeout).start()
         return self._dispatcher
 
-    def workers(self, wait: float = 3.0, min_workers: int = 1) -> Table:
-        """Live compute workers (waits up to `wait` s for min_workers ads on first call)."""
-        d = self.dispatcher
-        deadline = time.monotonic() + wait
-        while len(d.workers()) < min_workers and time.monotonic() < deadline:
-            time.sleep(0.1)
-        now = time.monotonic()
-        rows = []
-        for ad in sorted(d.workers(), key=lambda a: a.peer_id):
-            b = ad.body
-            rows.append({
-                "peer_id": ad.peer_id, "slots": b["slots"], "free": b["free"],
-                "cpus": b["cpus"], "memory_gb": round(b["memory"] / 2**30, 1),
-                "gpus": ",".join(b["gpus"]) or "-", "tf": b["tf"] or "-", "load": b["load"],
-                "running": len(b["running"]), "restricted": b["restricted"],
-                "seen_s_ago": round(now - ad.seen, 1),
-            })
-        cols = ["peer_id", "slots", "free", "cpus", "memory_gb", "gpus", "tf", "load",
-                "running", "restricted", "seen_s_ago"]
-        return Table(rows, cols)
+    def workers(self, wait: float = 3.0, min_workers: int | None = None) -> Table:
+        """Live compute workers with their limits (max_job_mb, max_epochs, max_wall_s,
+        max_params; empty for workers too old to advertise them).
+
+        Listens for `wait` seconds in all (each worker advertises every few seconds, so the
+        first ad is not the whole grid; time this client already listened counts), or until
+        `min_workers` are live when given.
+        """
+        return workers_table(self.dispatcher.wait_workers(wait, min_workers))
 
     def publish(self, obj: Any) -> str:
         """Put a compiled Keras model (.keras) or a numeric array (.npy) into IPFS; its CID."""
@@ -104,13 +105,19 @@ class Client:
         validation_split: float | None = None, shuffle: bool | None = None,
         class_weight: Mapping[int, float] | None = None, wait: bool = True,
         progress: bool = True, timeout: float | None = None, verbose: int | str = "auto",
-        callbacks: list[Any] | None = None,
+        callbacks: list[Any] | None = None, no_worker_timeout: float | None = None,
     ) -> tuple[keras.Model, RemoteHistory] | Job:
         """Train `model` (compiled) on a worker, like model.fit.
 
         Returns (trained model, history) — the model you passed is left untouched — or, with
         wait=False, a Job handle (job.result(), job.cancel()). Raises JobFailed/JobRefused
         with the worker's reason when the job cannot run. verbose=0 hides the progress bar.
+
+        Before anything is uploaded, x, y and validation_data are checked against the model
+        (ValueError with the fix), and the job against the live workers' advertised limits
+        (WorkerLimitError); fit waits up to no_worker_timeout (default: the Client's) for a
+        worker that can take it, even with wait=False. The uploads are unpinned when the job
+        ends; the trained model is returned in memory.
         """
         if callbacks:
             raise ValueError("callbacks: a worker never runs code from the network, so Keras "
@@ -121,6 +128,7 @@ class Client:
             self.dispatcher, self.uploader, model, x, y, epochs=epochs, batch_size=batch_size,
             validation_data=validation_data, validation_split=validation_split,
             shuffle=shuffle, class_weight=dict(class_weight) if class_weight else None,
+            no_worker_timeout=no_worker_timeout,
         )
         self._jobs.append(job)
         if not wait:
@@ -148,33 +156,51 @@ class Client:
         epochs/batch_size set those fit arguments per trial. early_stopping=True cancels
         trials that fall out of the top 1/reduction_factor at epoch rungs (successive
         halving). Returns a SweepResult: .table (sorted), .best_model, .best_config, .plot().
+
+        The first configuration's model is built to check the inputs and the job's size
+        against the live workers' limits before the data is uploaded (as fit does); the data
+        is unpinned once the sweep is over.
         """
-        from gridd.compute.sweep import expand, run_sweep
+        from gridd.compute.checks import JobSize, npy_size
+        from gridd.compute.sweep import call_build, expand, run_sweep
+        from gridd.models.keras_model import save_keras_bytes
 
         if validation_data is None and not validation_split and metric.startswith("val_"):
             raise ValueError(f"metric {metric!r} needs validation_data or validation_split")
         configs = expand(space, trials, seed)
-        vx, vy = validation_data if validation_data is not None else (None, None)
-        data = self.uploader.arrays(x=x, y=y, val_x=vx, val_y=vy)
-        if max_concurrent is None:
-            free = sum(int(w["free"]) for w in self.workers())
-            max_concurrent = max(1, min(free, len(configs)))
-
-        def submit(model: Any, config: dict[str, Any]) -> Job:
-            job = submit_fit(
-                self.dispatcher, self.uploader, model, None, None,
-                epochs=int(config.get("epochs", epochs)),
-                batch_size=config.get("batch_size", batch_size),
-                validation_split=validation_split, data_cids=data,
-            )
-            self._jobs.append(job)
-            return job
-
         trial_epochs = max(int(c.get("epochs", epochs)) for c in configs)
-        return run_sweep(submit, build_fn, configs, metric=metric, mode=mode,
-                         max_concurrent=max_concurrent, epochs=trial_epochs,
-                         early_stopping=early_stopping, min_epochs=min_epochs,
-                         eta=reduction_factor, progress=progress)
+        arrays = data_arrays(x, y, validation_data)
+        probe = call_build(build_fn, configs[0])
+        check_arrays(probe, arrays, epochs=trial_epochs, batch_size=batch_size,
+                     validation_split=validation_split)
+        size = JobSize(len(save_keras_bytes(probe)), sum(npy_size(a) for a in arrays.values()),
+                       trial_epochs, int(probe.count_params()))
+        del probe
+        wait_for_taker(self.dispatcher, size, self.no_worker_timeout, "sweep")
+        data = self.uploader.arrays(**arrays)
+        try:
+            if max_concurrent is None:
+                free = sum(int(w["free"]) for w in self.workers())
+                max_concurrent = max(1, min(free, len(configs)))
+
+            def submit(model: Any, config: dict[str, Any]) -> Job:
+                n = int(config.get("epochs", epochs))
+                batch = config.get("batch_size", batch_size)
+                check_arrays(model, arrays, epochs=n, batch_size=batch,
+                             validation_split=validation_split)
+                job = submit_fit(  # no arrays: the data is uploaded once, for every trial
+                    self.dispatcher, self.uploader, model, None, None, epochs=n,
+                    batch_size=batch, validation_split=validation_split, data_cids=data,
+                )
+                self._jobs.append(job)
+                return job
+
+            return run_sweep(submit, build_fn, configs, metric=metric, mode=mode,
+                             max_concurrent=max_concurrent, epochs=trial_epochs,
+                             early_stopping=early_stopping, min_epochs=min_epochs,
+                             eta=reduction_factor, progress=progress)
+        finally:
+            self.uploader.release(list(data[0].values()))
 
     def jobs(self) -> Table:
         """This session's jobs, newest last."""

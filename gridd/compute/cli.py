@@ -146,10 +146,15 @@ def register(group: click.Group) -> None:
     @click.option("--api", envvar=API_ENV, default=None, help=f"Kubo RPC address (env {API_ENV}).")
     @click.option("--topic", envvar="GRIDD_COMPUTE_TOPIC", default=None, help="Compute topic.")
     @click.option("--wait", type=float, default=5.0, show_default=True,
-                  help="Seconds to listen for worker ads.")
-    def workers(api: str | None, topic: str | None, wait: float) -> None:
-        """List the live compute workers this node can reach."""
+                  help="Seconds to listen for worker ads (each worker advertises every few "
+                  "seconds, so all of them are listed only after a full wait).")
+    @click.option("--min-workers", type=int, default=None,
+                  help="Stop listening as soon as this many workers are live.")
+    def workers(api: str | None, topic: str | None, wait: float,
+                min_workers: int | None) -> None:
+        """List the live compute workers this node can reach, with their limits."""
         from gridd.client import Client
+        from gridd.compute.dispatch import no_workers_message
         from gridd.ipfs import IPFSError
 
         try:
@@ -158,6 +163,6 @@ def register(group: click.Group) -> None:
             click.echo(str(e), err=True)
             sys.exit(1)
         with client:
-            table = client.workers(wait=wait)
-        click.echo(repr(table) if table else "no live compute workers (start one with "
-                   "`start_worker --compute`, and connect to your group with gridd peers connect)")
+            table = client.workers(wait=wait, min_workers=min_workers)
+            click.echo(repr(table) if table else
+                       no_workers_message(client.topic, wait, client.trusted))

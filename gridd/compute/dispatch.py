@@ -58,6 +58,25 @@ class JobCancelled(JobFailed):
     pass
 
 
+def no_workers_message(topic: str, seconds: float, trusted: frozenset[str] | None) -> str:
+    """Why nobody may be live, in the order a newcomer usually hits them (issue 11)."""
+    causes = [
+        "no `start_worker --compute` is running",
+        f"the workers listen on another topic (theirs: --topic or {p.TOPIC_ENV}; yours: "
+        f"{topic!r}, set with Client(topic=...) or {p.TOPIC_ENV})",
+        "your Kubo daemon is not connected to theirs (`gridd peers` prints your addresses, "
+        "`gridd peers connect <multiaddr>` connects, `gridd ipfs status` counts peers)",
+    ]
+    if trusted:
+        causes.append(f"Client(workers=[...]) trusts only {len(trusted)} peer id(s) and none "
+                      "of them is advertising; ads from other workers are ignored")
+    causes.append("a worker on your own Kubo daemon runs a gridd from before per-role "
+                  "identities: it then has your peer id, and you ignore it as your own echo")
+    listed = "; ".join(f"({i}) {c}" for i, c in enumerate(causes, 1))
+    return f"no live compute worker seen on topic {topic!r} for {seconds:.0f}s. " \
+        f"Likely causes: {listed}"
+
+
 @dataclass
 class WorkerAd:
     peer_id: str
@@ -96,6 +115,7 @@ class RemoteJob:
     finished_at: float | None = None
     last_offer: float = 0.0
     last_heard: float = 0.0
+    no_worker_timeout: float | None = None  # None: the dispatcher's
     ignored: int = 0  # late or stale messages from superseded attempts
     on_progress: list[Callable[[RemoteJob], None]] = field(default_factory=list)
     _done: threading.Event = field(default_factory=threading.Event)
@@ -164,9 +184,11 @@ class Dispatcher:
         self.node.every(TICK, lambda: self._tick(time.monotonic()), name="dispatch")
         self.node.every(30.0, self.auth.prune, name="forget")
         self._thread: threading.Thread | None = None
+        self.started: float | None = None  # monotonic time it began listening
 
     def start(self, ready_timeout: float = 10.0) -> Dispatcher:
         self.node.start(ready_timeout)
+        self.started = time.monotonic()
         self._thread = threading.Thread(target=self.node.run, args=(self._stop, 0.1),
                                         name="compute-dispatch", daemon=True)
         self._thread.start()
@@ -181,23 +203,37 @@ class Dispatcher:
     # -- public ---------------------------------------------------------------------------
 
     def workers(self) -> list[WorkerAd]:
+        """Live (trusted) workers as of their last ads."""
         now = time.monotonic()
         with self._lock:
             return [a for a in self.ads.values() if a.alive(now)]
 
-    def wait_workers(self, seconds: float, min_workers: int = 1) -> list[WorkerAd]:
-        """Live workers after waiting up to `seconds` for at least `min_workers`."""
-        deadline = time.monotonic() + seconds
-        while len(self.workers()) < min_workers and time.monotonic() < deadline:
-            self._stop.wait(0.05)
+    def listened(self) -> float:
+        """Seconds this dispatcher has been listening to ads (0 before start)."""
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+    def wait_workers(self, seconds: float, min_workers: int | None = None) -> list[WorkerAd]:
+        """Live workers once this dispatcher has listened for `seconds` in all.
+
+        Workers advertise every few seconds each, so the first ad is not the whole grid:
+        stopping there listed 1 of 2 workers (issue 11). Time already spent listening
+        counts, so a long-running dispatcher answers at once. With `min_workers`, returns
+        as soon as that many are live.
+        """
+        deadline = time.monotonic() + max(0.0, seconds - self.listened())
+        while (now := time.monotonic()) < deadline:
+            if min_workers is not None and len(self.workers()) >= min_workers:
+                break
+            self._stop.wait(min(0.05, deadline - now))
         return self.workers()
 
     def submit(
         self, model: str, data: dict[str, str], fit: dict[str, Any], nbytes: int,
-        job_id: str | None = None,
+        job_id: str | None = None, no_worker_timeout: float | None = None,
     ) -> RemoteJob:
         job = RemoteJob(job_id or uuid.uuid4().hex[:16], model, dict(data), dict(fit), nbytes,
-                        self, epochs=int(fit.get("epochs", 1)))
+                        self, epochs=int(fit.get("epochs", 1)),
+                        no_worker_timeout=no_worker_timeout)
         with self._lock:
             self.jobs[job.id] = job
         self._offer(job)
@@ -257,11 +293,10 @@ class Dispatcher:
                         self._finish(job, "failed", JobRefused(
                             job.id, reason, f"every live worker refused it: {reasons}",
                             next(iter(job.refusals))))
-                    elif not live and now - job.submitted > self.no_worker_timeout:
+                    elif not live and now - job.submitted > self._no_worker_wait(job):
                         self._finish(job, "failed", JobFailed(
-                            job.id, "no_workers", f"no live compute worker on topic "
-                            f"{self.topic!r} for {self.no_worker_timeout:.0f}s; start one with "
-                            "`start_worker --compute` next to a connected Kubo daemon"))
+                            job.id, "no_workers", no_workers_message(
+                                self.topic, self._no_worker_wait(job), self.trusted)))
                     elif now - job.last_offer >= self.reoffer_every:
                         reoffer.append(job)
                 elif now - job.last_heard > self.lease:
@@ -273,6 +308,10 @@ class Dispatcher:
                         reoffer.append(job)
         for job in reoffer:
             self._offer(job)
+
+    def _no_worker_wait(self, job: RemoteJob) -> float:
+        """Seconds a job may wait with no live worker before it fails (no_workers)."""
+        return self.no_worker_timeout if job.no_worker_timeout is None else job.no_worker_timeout
 
     def _reset(self, job: RemoteJob, why: str) -> bool:
         """Back to 'offered' under a new attempt (the old attempt's messages are now stale);

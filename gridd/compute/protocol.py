@@ -110,6 +110,17 @@ _register(AD, {
     "running": Field(list, max_len=1024, items=str),
     "interval": Field(float, check=lambda v: 0 < v <= 600, why="interval must be in (0, 600]"),
     "restricted": Field(bool),
+    # The worker's limits, so a client can refuse a job before uploading it. Optional:
+    # workers from before they were advertised still parse (their limits are unknown).
+    "max_job_bytes": Field(int, required=False, check=lambda v: v >= 1,
+                           why="max_job_bytes must be >= 1"),
+    "max_epochs": Field(int, required=False, check=lambda v: v >= 1,
+                        why="max_epochs must be >= 1"),
+    "max_wall_seconds": Field((int, float), required=False,
+                              check=lambda v: math.isfinite(v) and v > 0,
+                              why="max_wall_seconds must be a positive number"),
+    "max_params": Field(int, required=False, check=lambda v: v >= 1,
+                        why="max_params must be >= 1"),
 })
 _register(OFFER, {
     "job": JOB,

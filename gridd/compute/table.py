@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from gridd.bench import table as text_table
+
+if TYPE_CHECKING:
+    from gridd.compute.dispatch import WorkerAd
 
 
 class Table(list):  # type: ignore[type-arg]
@@ -40,3 +45,28 @@ class Table(list):  # type: ignore[type-arg]
         import pandas as pd
 
         return pd.DataFrame(list(self), columns=self.columns)
+
+
+WORKER_COLUMNS = ["peer_id", "slots", "free", "cpus", "memory_gb", "gpus", "tf", "load",
+                  "running", "restricted", "max_job_mb", "max_epochs", "max_wall_s",
+                  "max_params", "seen_s_ago"]
+
+
+def workers_table(ads: Iterable[WorkerAd], now: float | None = None) -> Table:
+    """Workers' ads as rows, with the limits they advertise (None when a worker is too old
+    to advertise them), so a job can be sized to fit before it is sent."""
+    now = time.monotonic() if now is None else now
+    rows = []
+    for ad in sorted(ads, key=lambda a: a.peer_id):
+        b = ad.body
+        job_bytes = b.get("max_job_bytes")
+        rows.append({
+            "peer_id": ad.peer_id, "slots": b["slots"], "free": b["free"],
+            "cpus": b["cpus"], "memory_gb": round(b["memory"] / 2**30, 1),
+            "gpus": ",".join(b["gpus"]) or "-", "tf": b["tf"] or "-", "load": b["load"],
+            "running": len(b["running"]), "restricted": b["restricted"],
+            "max_job_mb": None if job_bytes is None else round(job_bytes / 2**20, 1),
+            "max_epochs": b.get("max_epochs"), "max_wall_s": b.get("max_wall_seconds"),
+            "max_params": b.get("max_params"), "seen_s_ago": round(now - ad.seen, 1),
+        })
+    return Table(rows, WORKER_COLUMNS)

@@ -160,6 +160,9 @@ class ComputeWorker:
             memory=self.info.memory, gpus=list(self.info.gpus), tf=self.info.tf[:32],
             load=load(), running=running, interval=float(self.settings.heartbeat_interval),
             restricted=bool(self.settings.accept_from),
+            max_job_bytes=self.settings.max_job_bytes, max_epochs=self.settings.max_epochs,
+            max_wall_seconds=float(self.settings.max_wall_seconds),
+            max_params=self.settings.max_params,
         ))
 
     # -- messages -------------------------------------------------------------------------

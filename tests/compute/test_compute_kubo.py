@@ -121,12 +121,12 @@ def test_accept_from_refuses_other_peers(grid: Grid, digits_small) -> None:
     stranger = Client(grid.api(0), topic=topic, reoffer_every=0.5)
     ally = Client(grid.api(1), topic=topic, reoffer_every=0.5)
     try:
-        assert stranger.workers(wait=20)[0]["restricted"] is True
+        assert stranger.workers(wait=20, min_workers=1)[0]["restricted"] is True
         with pytest.raises(JobRefused, match="not_allowed"):
             stranger.fit(mlp(), x, y, epochs=1, progress=False, timeout=60)
         assert w.metric("gridd_jobs_refused_total", reason="not_allowed") >= 1
         assert w.metric("gridd_jobs_accepted_total") == 0
-        ally.workers(wait=20)
+        ally.workers(wait=20, min_workers=1)
         _, history = ally.fit(mlp(), x, y, epochs=1, progress=False, timeout=120)
         assert len(history.history["loss"]) == 1
     finally:
