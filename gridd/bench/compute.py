@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     cluster, workers, topic = start_grid(1, log_dir)
     try:
         grid = Client(cluster.clients[0].address.multiaddr, topic=topic)
-        grid.workers(wait=30)
+        grid.workers(wait=30, min_workers=1)
         fits = [
             bench_fit(grid, "digits MLP 64-32-10", (32,), 10 if q else 200, 1, 32, args.rounds),
             bench_fit(grid, "MLP ~1M params", (1024, 768, 128), 2 if q else 20,

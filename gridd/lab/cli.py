@@ -129,4 +129,7 @@ def report(result: object) -> str:
 
 
 def register(group: click.Group) -> None:
+    from gridd.lab.example_data import example_data
+
     group.add_command(lab)
+    group.add_command(example_data)

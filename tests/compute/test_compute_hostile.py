@@ -51,7 +51,8 @@ class Spy:
     def publish(self, kind: str, **body: object) -> None:
         """Signed with the spy's own key: a peer with an identity, like any other."""
         body.pop("ts", None)
-        self.broker.publish(p.TOPIC, p.sealer(self.broker.sign, self.broker.peer_id)(p.pack(kind, **body)))
+        seal = p.sealer(self.broker.sign, self.broker.peer_id)
+        self.broker.publish(p.TOPIC, seal(p.pack(kind, **body)))
 
 
 def test_reusing_a_victims_job_id_does_not_touch_the_victims_job(net: MemoryNetwork) -> None:

@@ -114,13 +114,12 @@ def test_bad_messages_are_counted_and_workers_keep_serving(client: Client, grid:
 
 def test_accept_from_refuses_other_peers(grid: Grid, digits_small) -> None:
     topic = grid.topic + "-private"
-    friend = grid.cluster.clients[1].id().peer_id
-    w = grid.spawn(2, topic, "--accept-from", friend)
-    w.wait_ready()
     x, y, _, _ = digits_small
     stranger = Client(grid.api(0), topic=topic, reoffer_every=0.5)
     ally = Client(grid.api(1), topic=topic, reoffer_every=0.5)
+    w = grid.spawn(2, topic, "--accept-from", ally.peer_id)  # the notebook's own identity
     try:
+        w.wait_ready()
         assert stranger.workers(wait=20, min_workers=1)[0]["restricted"] is True
         with pytest.raises(JobRefused, match="not_allowed"):
             stranger.fit(mlp(), x, y, epochs=1, progress=False, timeout=60)
