@@ -175,6 +175,7 @@ class Dispatcher:
         self.jobs: dict[str, RemoteJob] = {}
         self.ads: BoundedMap[str, WorkerAd] = BoundedMap(MAX_ADS, lru=True)
         self.rejected = 0
+        self.results_refused: dict[str, int] = {}  # reason -> results the client refused
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self.auth = Authenticator(broker.verify)
@@ -246,6 +247,24 @@ class Dispatcher:
             self._finish(job, "cancelled", JobCancelled(job.id, "cancelled", "cancelled by you",
                                                          job.worker))
         self._publish(p.pack(p.CANCEL, job=job.id))
+
+    def refuse_result(self, job: RemoteJob, attempt: int, reason: str, detail: str) -> bool:
+        """The client refused the result of `attempt` (gridd.compute.audit: the model does
+        not do what its worker reported): exclude that worker and offer the job again under
+        a new attempt, or fail it past max_attempts. False if the job is not done (any more)."""
+        with self._lock:
+            if job.status != "done" or job.attempt != attempt:
+                return False
+            self.results_refused[reason] = self.results_refused.get(reason, 0) + 1
+            worker = job.worker or "?"
+            job.exclude.add(worker)
+            job.result_cid, job.history_cid, job.history, job.seconds = None, None, {}, None
+            job.error = job.finished_at = None
+            job._done.clear()
+            again = self._reset(job, f"{reason} on {worker[:16]}: {detail[:300]}")
+        if again:
+            self._offer(job)
+        return True
 
     # -- internals ------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gridd import pins
+from gridd.compute.audit import Audit
 from gridd.compute.checks import (
     JobSize,
     check_compiled,
@@ -195,6 +196,8 @@ def history_from_logs(logs: list[dict[str, float]]) -> dict[str, list[float]]:
 class Job:
     """A remote training: status, live logs, cancel(), result() -> (model, history)."""
 
+    audit: Audit | None = None  # set by submit_fit: checks a result before it is returned
+
     def __init__(self, remote: RemoteJob, store: Store, params: dict[str, Any],
                  max_params: int | None = None, max_bytes: int | None = None,
                  uploader: Uploader | None = None, uploads: Iterable[str] = ()) -> None:
@@ -277,14 +280,20 @@ class Job:
         return self.remote.wait(timeout)
 
     def result(self, timeout: float | None = None) -> tuple[Any, RemoteHistory]:
-        """Block until done; returns (trained model, history) or raises JobFailed."""
+        """Block until done; returns (trained model, history) or raises JobFailed. A result
+        that fails the audit (gridd.compute.audit) is refused and the job offered again."""
         if self._result is None:
             from gridd.models.keras_model import load_keras_file
 
-            cid = self.remote.result_cid_or_raise(timeout)
             kw: dict[str, Any] = {} if self.max_bytes is None else {"max_size": self.max_bytes}
             limit = {} if self.max_params is None else {"max_params": self.max_params}
-            model = load_keras_file(self.store.get(cid, **kw), compile=True, **limit)
+            end = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = None if end is None else max(0.0, end - time.monotonic())
+                cid = self.remote.result_cid_or_raise(left)
+                model = load_keras_file(self.store.get(cid, **kw), compile=True, **limit)
+                if self.audit is None or self.audit.accepts(self, model):
+                    break
             self._keep(cid)
             hist = RemoteHistory(dict(self.history), dict(self.params), self.id,
                                  self.remote.worker, self.remote.seconds, model)
@@ -400,9 +409,12 @@ def submit_fit(
     params = {"epochs": int(epochs), "batch_size": batch_size, "verbose": 0}
     # A trained model has the parameters it was sent with; its file may grow by the
     # optimizer's state (Adam keeps two slots per weight), hence 4x plus slack.
-    return Job(remote, uploader.store, params, max_params=size.params,
-               max_bytes=4 * size.model_bytes + 1024 * 1024, uploader=uploader,
-               uploads=uploads)
+    job = Job(remote, uploader.store, params, max_params=size.params,
+              max_bytes=4 * size.model_bytes + 1024 * 1024, uploader=uploader,
+              uploads=uploads)
+    job.audit = Audit.of(model, x, y, validation_data=validation_data,
+                         validation_split=validation_split, class_weight=class_weight)
+    return job
 
 
 def show_progress(job: Job, desc: str = "training") -> None:
