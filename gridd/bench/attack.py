@@ -8,11 +8,19 @@ phase of the same length is the baseline for each attack. Per attack it reports:
 
 * honest tree peers' transactions published per minute (gridd_tx_published_total) relative
   to the clean phase — target >= 80 %;
-* peak RSS growth of tree peers, workers and their Kubo daemons (psutil) — target <= 100 MB;
-* rejection counts by reason: every metric whose name holds rejected/refused/dropped;
+* peak RSS growth of tree peers, workers and their Kubo daemons (psutil; the client's
+  daemon too) — target <= 100 MB;
+* rejection counts by reason: every metric whose name holds rejected/refused/dropped, plus
+  the results the legitimate client's audit refused (gridd.compute.audit);
 * crashes (any honest process exited) — target 0;
 * whether a legitimate Client.fit from a separate honest client daemon, issued 2 s into
-  the attack, completes within the attack window — target: it does.
+  the attack, returns a trained model (judged on its data) within the attack window —
+  target: it does.
+
+The foreign node signs what it sends with its own keys (Kubo key/sign): peers verify
+signatures before they fetch anything, so only signed records and claims reach the fetch
+paths and the compute protocol; `unsigned` and `forged_signer` attack the check itself.
+`--trust-workers` gives the legitimate client a trust list of the honest workers' identities.
 
 Prints the table and writes bench-results/attack.json.
 """
@@ -40,7 +48,7 @@ from gridd.bench import save, table
 from gridd.bench.attack_foreign import ForeignNode, Watch
 from gridd.bench.attack_grid import COUNTER_WORDS, GROUPS, Grid, Sampler
 from gridd.bench.attack_kinds import ATTACKS, Attack, AttackContext
-from gridd.bench.attack_payloads import ComputeSpeaker, peek
+from gridd.bench.attack_payloads import ComputeSpeaker, open_sealed
 
 TARGETS = {"throughput_ratio": 0.8, "rss_growth_mb": 100.0, "crashes": 0, "fit": "completes"}
 CLEAN = "clean"
@@ -172,10 +180,14 @@ def run_phase(grid: Grid, node: ForeignNode, sampler: Sampler, speaker: ComputeS
         stop.set()
         sampler.halt()
         ctx.close()
-    if fit_result and fit_result.get("worker") == node.peer_id:
+    if fit_result and fit_result.get("worker") in {node.peer_id, *ctx.identities}:
         fit_result["status"] += " (the job went to the foreign node)"
     published = _published(end, tree_names) - _published(base, tree_names)
     rejections = _delta(_counters(end), _counters(base))
+    # The client has no metrics endpoint: its refusals (gridd.compute.audit) come with the
+    # fit's answer, counted like the honest nodes' rejections.
+    for reason, n in ((fit_result or {}).get("results_refused") or {}).items():
+        rejections[f"gridd_client_results_refused_total{{reason={reason}}}"] = int(n)
     row: dict[str, Any] = {
         "attack": name,
         "seconds": elapsed,
@@ -189,6 +201,7 @@ def run_phase(grid: Grid, node: ForeignNode, sampler: Sampler, speaker: ComputeS
         "sent_messages": sent[0],
         "send_errors": sent[1],
         "sent_mb": sent[2] / 2**20,
+        "signed": sent[3],
         "attack_stats": dict(ctx.stats),
         "attack_errors": errors,
         "notes": notes,
@@ -213,9 +226,9 @@ def run_phase(grid: Grid, node: ForeignNode, sampler: Sampler, speaker: ComputeS
 
 
 def _learn(speaker: ComputeSpeaker, data: bytes) -> None:
-    got = peek(data)
+    got = open_sealed(data)
     if got is not None:
-        speaker.learn(*got)
+        speaker.learn(got[1], got[2])
 
 
 def _failed_row(name: str, error: Exception, grid: Grid) -> dict[str, Any]:
@@ -223,7 +236,8 @@ def _failed_row(name: str, error: Exception, grid: Grid) -> dict[str, Any]:
     return {"attack": name, "seconds": 0.0, "tx_published": 0, "tx_per_min": 0.0,
             "rss_growth_mb": {g: 0.0 for g in GROUPS}, "rss_per_process": {},
             "rejections": {}, "crashed": grid.crashed(), "fit": None, "sent_messages": 0,
-            "send_errors": 0, "sent_mb": 0.0, "attack_stats": {}, "attack_errors": [],
+            "send_errors": 0, "sent_mb": 0.0, "signed": 0, "attack_stats": {},
+            "attack_errors": [],
             "notes": [f"phase failed: {type(error).__name__}: {error}"[:2000]],
             "slow_stop": [], "setup_s": None, "teardown_s": None, "cooldown_s": None}
 
@@ -302,6 +316,7 @@ def run_benchmark(opts: Options, log: Log = print) -> dict[str, Any]:
             f"{opts.workers} compute workers and the honest client in {workdir}")
         grid.start()
         node = ForeignNode(grid.api(Grid.FOREIGN))
+        speaker.sign_as(node.sign, node.peer_id)
         listening = node.watch(grid.compute_topic)
         listening.listen(lambda h: _learn(speaker, h.data))
         listening.wait_open()
@@ -362,7 +377,8 @@ def _fit_cell(fit: dict[str, Any] | None) -> str:
     if fit is None:
         return "-"
     if fit.get("completed"):
-        return f"ok {fit['seconds']:.0f}s"
+        refused = sum((fit.get("results_refused") or {}).values())
+        return f"ok {fit['seconds']:.0f}s" + (f" ({refused} refused)" if refused else "")
     status = str(fit.get("status", "?"))
     return "bogus: foreign worker" if "foreign node" in status else status[:32]
 
@@ -377,7 +393,7 @@ def summary(result: dict[str, Any]) -> tuple[str, str]:
             "attack": r["attack"],
             "tx/min": r["tx_per_min"],
             "vs clean": r["throughput_ratio"],
-            **{f"rss {k}": g.get(k, 0.0) for k in GROUPS},
+            **{f"rss {k}": g.get(k, 0.0) for k in (*GROUPS, "client_kubo")},
             "crashes": len(r["crashed"]),
             "fit": _fit_cell(fit),
             "sent": r["sent_messages"],

@@ -13,7 +13,9 @@ once) and sends it one JSON command per line on stdin; it answers one JSON line 
 Answers echo the command's id, so a late answer is never taken for the next one's.
 
 Each fit uses a fresh Client (as a notebook re-run would), so one phase's damage to a
-client's state does not leak into the next phase.
+client's state does not leak into the next phase. A fit's answer says whether the model it
+returned is trained (its accuracy on the client's data, judged here, independently of the
+client's own audit) and how many results the client's audit refused (gridd.compute.audit).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import os
 import sys
 import time
 from typing import Any
+
+TRAINED_ACCURACY = 0.5  # the digits MLP after 5 epochs: ~0.9; untrained: ~0.1
 
 
 class LegitClient:
@@ -77,7 +81,7 @@ class LegitClient:
             job = grid.fit(self.model(), self.x, self.y, epochs=self.epochs, batch_size=32,
                            wait=False, progress=False)
             try:
-                _, hist = job.result(timeout=max(0.1, timeout - (time.monotonic() - t0)))
+                model, hist = job.result(timeout=max(0.1, timeout - (time.monotonic() - t0)))
             except TimeoutError:
                 out["status"] = f"timeout ({job.status})"
                 out["worker"] = job.worker
@@ -87,9 +91,15 @@ class LegitClient:
                 out["status"] = f"failed: {e.reason}"
                 out["worker"] = e.worker
                 return out
+            finally:
+                out["results_refused"] = dict(grid.dispatcher.results_refused)
+                out["attempts"] = job.remote.attempt + 1
             out["seconds"] = time.monotonic() - t0
             out["worker"] = hist.worker
-            if len(hist.history.get("loss", [])) != self.epochs:
+            accuracy = float(model.evaluate(self.x, self.y, verbose=0,
+                                            return_dict=True)["accuracy"])
+            out["accuracy"] = accuracy
+            if accuracy < TRAINED_ACCURACY:
                 out["status"] = "bogus result"  # e.g. a forged done: no training happened
                 return out
             out.update(completed=True, status="ok")

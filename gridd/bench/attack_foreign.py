@@ -177,6 +177,7 @@ class ForeignNode:
         self.published = 0
         self.publish_errors = 0
         self.bytes_published = 0
+        self.signed = 0
         self._lock = threading.Lock()
 
     def _post(self, endpoint: str, **kw: object) -> httpx.Response:
@@ -198,6 +199,27 @@ class ForeignNode:
             self.published += 1
             self.bytes_published += len(data)
         return True
+
+    def sign(self, data: bytes, key: str | None = None) -> bytes:
+        """Kubo's key/sign with this node's own key (or `key`, a keystore name): Ed25519
+        over "libp2p-key signed message:" + data; the answer is multibase base64url."""
+        params = {"key": key} if key else {}
+        resp = self._post("key/sign", params=params,
+                          files={"file": ("data", data, "application/octet-stream")})
+        with self._lock:
+            self.signed += 1
+        return _unmultibase(str(resp.json()["Signature"]))
+
+    def key(self, name: str) -> str:
+        """The peer id of keystore key `name`, created (Ed25519) if it does not exist yet:
+        one more identity for the same daemon, signing with `sign(data, key=name)`."""
+        keys = self._post("key/list", params={"ipns-base": "b58mh"}).json().get("Keys") or []
+        for k in keys:
+            if k.get("Name") == name:
+                return str(k["Id"])
+        made = self._post("key/gen", params={"arg": name, "type": "ed25519",
+                                             "ipns-base": "b58mh"}).json()
+        return str(made["Id"])
 
     def add(self, data: bytes) -> str:
         """Add and pin a blob on the foreign node (CIDv1, raw leaves); its CID."""
@@ -230,9 +252,10 @@ class ForeignNode:
     def watch(self, topic: str) -> Watch:
         return Watch(self, topic)
 
-    def counters(self) -> tuple[int, int, int]:
+    def counters(self) -> tuple[int, int, int, int]:
+        """(published, publish errors, bytes published, signatures made)."""
         with self._lock:
-            return self.published, self.publish_errors, self.bytes_published
+            return self.published, self.publish_errors, self.bytes_published, self.signed
 
     def close(self) -> None:
         self._http.close()

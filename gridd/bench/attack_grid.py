@@ -304,7 +304,8 @@ class Grid:
     trust_workers: bool = False  # the honest client gives jobs only to the honest workers
     tangle: Tangle | None = None
     client: ClientProcess | None = None
-    peer_ids: list[str] = field(default_factory=list)
+    peer_ids: list[str] = field(default_factory=list)  # the daemons' (pubsub peers)
+    worker_ids: list[str] = field(default_factory=list)  # the workers' role keys (authors)
     _phase: int = 0
 
     CLIENT, FOREIGN = 0, 1
@@ -325,18 +326,27 @@ class Grid:
                                     root=self.workdir / "kubo").start()
         self.peer_ids = [c.id().peer_id for c in self.cluster.clients]
         self.worker_procs = [self._worker(i) for i in range(self.workers)]
-        if self.fit_epochs is not None:
-            self.client = self._client().start()
         self._write_data()
         wait_ready(self.worker_procs, ready_timeout)
-        if self.client is not None:
+        self.worker_ids = [self._worker_id(i) for i in range(self.workers)]
+        if self.fit_epochs is not None:  # after the workers: a trust list names their keys
+            self.client = self._client().start()
             self.client.wait_ready(ready_timeout)
         return self
 
+    def _worker_id(self, i: int) -> str:
+        """The identity worker i signs as: the role key it claimed on its own daemon
+        (gridd-worker-<n>, gridd/ipfs/roles.py), not the daemon's peer id."""
+        assert self.cluster is not None
+        keys = self.cluster.clients[self.worker_daemon(i)].key_list()
+        ids = [pid for name, pid in sorted(keys.items()) if name.startswith("gridd-worker-")]
+        if len(ids) != 1:
+            raise RuntimeError(f"worker{i}: expected one gridd-worker key on its daemon, "
+                               f"found {sorted(keys)}")
+        return ids[0]
+
     def _client(self) -> ClientProcess:
-        trust = None
-        if self.trust_workers:
-            trust = [self.peer_ids[self.worker_daemon(i)] for i in range(self.workers)]
+        trust = list(self.worker_ids) if self.trust_workers else None
         return ClientProcess(self.api(self.CLIENT), self.compute_topic, self.seed,
                              self.fit_epochs or 5, self.workdir / "client.log", trust)
 

@@ -5,13 +5,21 @@ build (wrong types, oversized fields, bad versions), so nothing here calls gridd
 gridd.compute.protocol. The formats are those of the wire docs: an envelope is the msgpack
 map {"t": type, "v": 1, "b": body}; a weights blob is the envelope "weights" whose body holds
 arrays as {"dtype", "shape", "data"}; a tree transaction record is tangle.Transaction's
-canonical bytes (its SHA-256 is the id). When the compute protocol gains or renames fields,
-this module (`ComputeSpeaker`, `COMPUTE_OWNER_TYPES`, `wrong_schema_corpus`) is what to adapt.
+canonical bytes (its SHA-256 is the id): version 1 unsigned, version 2 with the issuer's
+signature over the version-1 bytes (`signing_bytes()`), which peers verify before they fetch
+anything the record names. A compute message travels sealed: the msgpack map {"sealed":
+envelope, "sig": signature over the envelope, "by": author peer id}, and every body carries
+`ts` (unix seconds). Signatures are Kubo's (`key/sign`: Ed25519 over "libp2p-key signed
+message:" + data), made by the foreign node's own key through its RPC (`Signer`), so forged
+records and claims pass the signature check and reach the logic behind it. When the compute
+protocol gains or renames fields, this module (`ComputeSpeaker`, `COMPUTE_OWNER_TYPES`,
+`wrong_schema_corpus`) is what to adapt.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import io
 import json
@@ -19,7 +27,7 @@ import random
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,7 @@ TREE_TOPIC_PREFIX = "gridd/tree/v1/"
 COMPUTE_OWNER_TYPES: frozenset[str] = frozenset({
     "compute.claim", "compute.beat", "compute.progress", "compute.done", "compute.failed",
     "compute.refused"})
+Signer = Callable[[bytes], bytes]  # data -> signature (the foreign node's key/sign)
 
 
 # -- envelopes ----------------------------------------------------------------------------------
@@ -60,6 +69,26 @@ def peek(data: bytes) -> tuple[str, dict[str, Any]] | None:
         return None
     body = obj.get("b")
     return (obj["t"], body) if isinstance(body, dict) else None
+
+
+def seal(envelope_bytes: bytes, signature: bytes, author: str) -> bytes:
+    """The sealed form every compute message travels in (the signature is not checked)."""
+    return msgpack.packb({"sealed": envelope_bytes, "sig": signature, "by": author},
+                         use_bin_type=True)
+
+
+def open_sealed(data: bytes) -> tuple[str, str, dict[str, Any]] | None:
+    """(author, type, body) of a sealed compute message heard on the topic, unverified:
+    the attacker only reads what it hears. None for anything else."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("sealed"), bytes) \
+            or not isinstance(obj.get("by"), str):
+        return None
+    inner = peek(obj["sealed"])
+    return None if inner is None else (obj["by"], *inner)
 
 
 def padded_envelope(msg_type: str, field: str, size: int, extra: dict[str, Any] | None = None
@@ -92,12 +121,15 @@ def random_id(rng: random.Random) -> str:
 
 def tx_record(parents: list[str], weights_cid: str, issuer: str,
               metadata: dict[str, Any] | None = None, created_at: float | None = None,
-              ) -> tuple[str, bytes]:
-    """(id, canonical record) of a transaction; the issuer must be the sender to pass."""
+              sign: Signer | None = None) -> tuple[str, bytes]:
+    """(id, canonical record) of a transaction: unsigned (version 1) without `sign`, else
+    signed over its signing bytes (version 2). Peers accept it only if `issuer` signed it."""
     tx = Transaction.create(parents, weights_cid, issuer,
                             time.time() if created_at is None else created_at,
                             metadata=metadata or {"accuracy": 0.99, "samples": 500,
                                                   "client_epochs": 1})
+    if sign is not None:
+        tx = tx.signed(sign(tx.signing_bytes()))
     return tx.id, tx.canonical_bytes()
 
 
@@ -110,12 +142,12 @@ def tree_heads(heads: list[str], size: int = 1_000_000) -> bytes:
 
 
 def record_fields(record: bytes) -> dict[str, Any] | None:
-    """parents/weights_cid/issuer of a version-1 record heard on the wire (None if not one)."""
+    """parents/weights_cid/issuer of a version-1 or -2 record heard on the wire (else None)."""
     try:
         obj = msgpack.unpackb(record, raw=False, strict_map_key=False)
     except Exception:
         return None
-    if not isinstance(obj, list) or len(obj) != 7 or obj[0] != 1:
+    if not isinstance(obj, list) or (len(obj), obj[0]) not in ((7, 1), (8, 2)):
         return None
     return {"id": hashlib.sha256(record).hexdigest(), "parents": obj[1],
             "weights_cid": obj[2], "issuer": obj[3]}
@@ -187,17 +219,31 @@ WORKER_REPORTS = frozenset({"compute.claim", "compute.beat", "compute.progress",
 
 
 class ComputeSpeaker:
-    """Builds compute-topic messages shaped like the honest ones.
+    """Builds compute-topic messages shaped like the honest ones, sealed and signed.
 
     Starts from COMPUTE_OWNER_TYPES and then copies what honest workers do: once a claim
     (beat, done...) with or without an `owner` field has been heard, that is the shape this
     speaker uses for that type. The harness lets it listen from the warm-up on, so it
-    speaks the protocol of the code under test before the first attack starts.
+    speaks the protocol of the code under test before the first attack starts. Every
+    message gets a fresh `ts` and is sealed with the signature of `sign_as`'s key (the
+    foreign node's own), so it passes the signature, window and replay checks and reaches
+    the protocol logic; before `sign_as` it is sealed with an empty signature.
     """
 
     def __init__(self, owner_types: frozenset[str] = COMPUTE_OWNER_TYPES) -> None:
         self.owner_types = set(owner_types)
         self.learned: set[str] = set()
+        self.sign: Signer | None = None
+        self.author = ""
+
+    def sign_as(self, sign: Signer, author: str) -> None:
+        self.sign, self.author = sign, author
+
+    def speaking_as(self, sign: Signer, author: str) -> ComputeSpeaker:
+        """The same speaker (shapes learned so far and from now on) for another identity."""
+        other = copy.copy(self)
+        other.sign_as(sign, author)
+        return other
 
     def learn(self, msg_type: str, body: dict[str, Any]) -> None:
         if msg_type not in WORKER_REPORTS:
@@ -208,10 +254,16 @@ class ComputeSpeaker:
         else:
             self.owner_types.discard(msg_type)
 
+    def sealed(self, envelope_bytes: bytes, author: str | None = None) -> bytes:
+        """Seal with our signature; `author` other than ours is a forged seal."""
+        sig = self.sign(envelope_bytes) if self.sign is not None else b""
+        return seal(envelope_bytes, sig, author or self.author)
+
     def _msg(self, msg_type: str, owner: str | None, **body: Any) -> bytes:
         if owner is not None and msg_type in self.owner_types:
             body["owner"] = owner
-        return envelope(msg_type, body)
+        body.setdefault("ts", time.time())
+        return self.sealed(envelope(msg_type, body))
 
     def ad(self, slots: int = 8) -> bytes:
         return self._msg("compute.ad", None, slots=slots, free=slots, cpus=64,
@@ -235,13 +287,26 @@ class ComputeSpeaker:
              state: str = "training") -> bytes:
         return self._msg("compute.beat", owner, job=job, attempt=attempt, state=state)
 
-    def done(self, job: str, attempt: int, model: str, owner: str | None = None) -> bytes:
+    def done(self, job: str, attempt: int, model: str, owner: str | None = None,
+             epochs: int = 1) -> bytes:
+        """A result with the history of a good training (what a careful liar reports)."""
         return self._msg("compute.done", owner, job=job, attempt=attempt, model=model,
-                         history={}, seconds=1.0)
+                         history=plausible_history(epochs), seconds=1.0)
 
     def failed(self, job: str, attempt: int, reason: str, owner: str | None = None) -> bytes:
         return self._msg("compute.failed", owner, job=job, attempt=attempt, reason=reason,
                          error="forged by the attack benchmark")
+
+    def cancel(self, job: str) -> bytes:
+        return self._msg("compute.cancel", None, job=job)
+
+
+def plausible_history(epochs: int) -> dict[str, list[float]]:
+    """Loss falling from 1.5 to 0.15 and accuracy rising to 0.96 over `epochs` epochs."""
+    n = max(1, min(int(epochs), 1000))
+    steps = [i / max(1, n - 1) for i in range(n)] if n > 1 else [1.0]
+    return {"loss": [1.5 * 0.1 ** t for t in steps],
+            "accuracy": [0.5 + 0.46 * t for t in steps]}
 
 
 # -- malformed input ----------------------------------------------------------------------------
@@ -263,12 +328,17 @@ def _nested(depth: int) -> Any:
     return node
 
 
-def wrong_schema_corpus(rng: random.Random) -> list[tuple[str, bytes]]:
-    """(topic kind "tree"/"compute", bytes): valid msgpack, right envelope, wrong bodies.
+def wrong_schema_corpus(rng: random.Random, now: float | None = None
+                        ) -> list[tuple[str, bytes]]:
+    """(kind, bytes): valid msgpack, right envelope, wrong bodies. Kinds: "tree" (send as
+    is), "compute" (an envelope to seal and sign before sending, so that the signature
+    passes and the schema is what refuses it) and "compute_raw" (send as is: unsigned, or
+    a seal that is itself malformed).
 
     One case per way a body can be wrong: missing field, wrong type, out-of-range value,
     unknown field, wrong version, body not a map, unknown type, plus records and arrays that
-    pass the envelope check and are wrong one level down.
+    pass the envelope check and are wrong one level down; for compute also a `ts` that is
+    missing, not a number, hours old (`stale`) or far ahead (`future`).
     """
     hx = random_id(rng)
     bad_record = msgpack.packb([1, "not-a-list", 5, None, "x", 7, {}], use_bin_type=True)
@@ -303,38 +373,71 @@ def wrong_schema_corpus(rng: random.Random) -> list[tuple[str, bytes]]:
     ]
     job = {"job": "j" + hx[:15], "attempt": 0}
     cid = "bafkrei" + "a" * 52
+    ts = time.time() if now is None else now
+    owner = {"owner": "12D3KooW" + "x" * 44}
+
+    def c(kind: Any, body: Any, version: Any = PROTOCOL_VERSION) -> bytes:
+        """A compute envelope whose body carries a valid `ts` (unless it sets its own)."""
+        if isinstance(body, dict):
+            body = {"ts": ts, **body}
+        return envelope(kind, body, version)
+
     compute: list[Any] = [
-        envelope("compute.offer", {**job, "model": cid, "data": {"x": cid}, "fit": {},
-                                   "bytes": 1, "exclude": []}),
-        envelope("compute.offer", {**job, "model": "not a cid!", "data": {"x": cid, "y": cid},
-                                   "fit": {}, "bytes": 1, "exclude": []}),
-        envelope("compute.offer", {**job, "model": cid, "data": {"x": cid, "y": cid},
-                                   "fit": "epochs=5", "bytes": -5, "exclude": [1, 2]}),
-        envelope("compute.offer", {"job": ["list"], "attempt": 10**9, "model": cid,
-                                   "data": {}, "fit": {}, "bytes": 0, "exclude": []}),
-        envelope("compute.claim", {"job": "x" * 65, "attempt": 0}),
-        envelope("compute.claim", {"job": "ok", "attempt": -1}),
-        envelope("compute.claim", {"job": "ok", "attempt": True}),
-        envelope("compute.assign", {**job, "worker": 12345}),
-        envelope("compute.beat", {**job, "state": "sleeping"}),
-        envelope("compute.progress", {**job, "first": -1, "logs": ["a"], "epochs": 0}),
-        envelope("compute.done", {**job, "model": cid, "history": {"loss": 5}, "seconds": -1}),
-        envelope("compute.failed", {**job, "reason": 5, "error": None}),
-        envelope("compute.refused", {**job, "reason": "x" * 33, "error": "e" * 3000}),
-        envelope("compute.cancel", {"job": None}),
-        envelope("compute.ad", {"slots": 0, "free": -1, "cpus": "many", "memory": float("nan"),
-                                "gpus": "H100", "tf": 2, "load": -1, "running": {},
-                                "interval": 0, "restricted": "no"}),
-        envelope("compute.ad", {}),
-        envelope("compute.offer", {**job}, version=0),
-        envelope("compute.claim", "not a map"),
-        envelope("tree.tx", {"record": b"wrong topic"}),
-        envelope("compute.cancel", _nested(400)),
-        msgpack.packb({"t": "compute.claim", "v": 1, "b": {**job}, "x": 1}, use_bin_type=True),
+        c("compute.offer", {**job, "model": cid, "data": {"x": cid}, "fit": {},
+                            "bytes": 1, "exclude": []}),
+        c("compute.offer", {**job, "model": "not a cid!", "data": {"x": cid, "y": cid},
+                            "fit": {}, "bytes": 1, "exclude": []}),
+        c("compute.offer", {**job, "model": cid, "data": {"x": cid, "y": cid},
+                            "fit": "epochs=5", "bytes": -5, "exclude": [1, 2]}),
+        c("compute.offer", {"job": ["list"], "attempt": 10**9, "model": cid,
+                            "data": {}, "fit": {}, "bytes": 0, "exclude": []}),
+        c("compute.claim", {"job": "x" * 65, "attempt": 0, **owner}),
+        c("compute.claim", {"job": "ok", "attempt": -1, **owner}),
+        c("compute.claim", {"job": "ok", "attempt": True, **owner}),
+        c("compute.claim", {**job}),  # no owner
+        c("compute.claim", {**job, "owner": ""}),
+        c("compute.assign", {**job, "worker": 12345}),
+        c("compute.beat", {**job, **owner, "state": "sleeping"}),
+        c("compute.progress", {**job, **owner, "first": -1, "logs": ["a"], "epochs": 0}),
+        c("compute.done", {**job, **owner, "model": cid, "history": {"loss": 5},
+                           "seconds": -1}),
+        c("compute.failed", {**job, **owner, "reason": 5, "error": None}),
+        c("compute.refused", {**job, **owner, "reason": "x" * 33, "error": "e" * 3000}),
+        c("compute.cancel", {"job": None}),
+        c("compute.ad", {"slots": 0, "free": -1, "cpus": "many", "memory": float("nan"),
+                         "gpus": "H100", "tf": 2, "load": -1, "running": {},
+                         "interval": 0, "restricted": "no"}),
+        c("compute.ad", {}),
+        c("compute.offer", {**job}, version=0),
+        c("compute.claim", "not a map"),
+        c("tree.tx", {"record": b"wrong topic"}),
+        c("compute.cancel", _nested(400)),
+        envelope("compute.claim", {**job, **owner}),  # no ts
+        c("compute.claim", {**job, **owner, "ts": "now"}),
+        c("compute.claim", {**job, **owner, "ts": -1.0}),
+        c("compute.claim", {**job, **owner, "ts": float("inf")}),
+        c("compute.claim", {**job, **owner, "ts": ts - 3 * 3600}),  # valid but stale
+        c("compute.claim", {**job, **owner, "ts": ts + 3 * 3600}),  # valid but future
+        msgpack.packb({"t": "compute.claim", "v": 1, "b": {**job, "ts": ts}, "x": 1},
+                      use_bin_type=True),
         msgpack.packb(None),
         msgpack.packb(3.14),
     ]
-    return [("tree", b) for b in tree] + [("compute", b) for b in compute]
+    good = c("compute.cancel", {"job": job["job"]})
+    raw: list[bytes] = [
+        good,  # a plain envelope: unsigned
+        msgpack.packb({"sealed": good, "sig": b"", "by": ""}, use_bin_type=True),
+        msgpack.packb({"sealed": good, "sig": b"\x00" * 64, "by": "x" * 129},
+                      use_bin_type=True),
+        msgpack.packb({"sealed": "text", "sig": b"\x00" * 64, "by": owner["owner"]},
+                      use_bin_type=True),
+        msgpack.packb({"sealed": good, "sig": b"\x00" * 64, "by": owner["owner"], "x": 1},
+                      use_bin_type=True),
+        msgpack.packb({"sealed": good, "sig": b"\x00" * 64, "by": "not-a-peer-id"},
+                      use_bin_type=True),
+    ]
+    return ([("tree", b) for b in tree] + [("compute", b) for b in compute]
+            + [("compute_raw", b) for b in raw])
 
 
 # -- job files ----------------------------------------------------------------------------------
