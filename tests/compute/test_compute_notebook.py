@@ -1,48 +1,30 @@
-"""notebooks/compute_quickstart.ipynb runs top to bottom against real daemons and workers."""
+"""notebooks/compute_quickstart.ipynb runs top to bottom under nbclient, as README's
+one-machine section sets things up: one Kubo daemon, two `start_worker --compute` on it."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
-import nbformat
 import pytest
-from compute_helpers import Grid
-from nbclient import NotebookClient
+from notebook_kit import COMPUTE, Lab, execute, outputs, problems, text, tidy
 
-from gridd.ipfs.cluster import LocalCluster
-
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "compute_quickstart.ipynb"
+pytestmark = [pytest.mark.kubo, pytest.mark.tf, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-@pytest.mark.kubo
-@pytest.mark.tf
-@pytest.mark.slow
-def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cluster = LocalCluster(3).start()
-    topic = f"gridd-test-nb-{uuid.uuid4().hex[:8]}"
-    grid = Grid(cluster, topic, [], tmp_path)
-    try:
-        for i in (1, 2):
-            grid.spawn(i)
-        for w in grid.workers:
-            w.wait_ready()
-        # The notebook's Client() reads these, as a user's would read their own settings.
-        monkeypatch.setenv("GRIDD_IPFS_API", grid.api(0))
-        monkeypatch.setenv("GRIDD_COMPUTE_TOPIC", topic)
-        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-        nb = nbformat.read(NOTEBOOK, as_version=4)
-        NotebookClient(nb, timeout=240, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
-        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-        text = "".join(o.get("text", "") for o in outputs)
-        assert "model CID: b" in text and "best:" in text
-        assert any("image/png" in o.get("data", {}) for o in outputs)
-        sweep_html = next(o["data"]["text/html"] for o in outputs
-                          if "text/html" in o.get("data", {}) and "val_accuracy" in
-                          o["data"]["text/html"])
-        assert sweep_html.count("<td>done</td>") == 4
-    finally:
-        for w in grid.workers:
-            w.stop()
-        cluster.stop()
+def test_compute_quickstart_runs(tmp_path: Path) -> None:
+    with Lab(tmp_path) as lab:
+        lab.compute_workers(2)
+        nb = tidy(execute(COMPUTE, lab), lab)
+        assert problems(nb, lab) == []
+    printed = text(nb)
+    assert printed.count("12D3KooW") >= 2  # grid.workers(wait=5) lists both workers
+    assert "model.input_shape = (None, 64)" in printed  # refused before uploading
+    assert "WorkerLimitError: this job cannot run on any of the 2 live workers" in printed
+    assert "[done]: 100%" in printed and "best: {" in printed
+    assert sum("image/png" in o.get("data", {}) for o in outputs(nb)) == 2
+    sweep = next(o["data"]["text/html"] for o in outputs(nb)
+                 if "final_val_accuracy" in o.get("data", {}).get("text/html", ""))
+    assert sweep.count("<td>done</td>") == 4
+    trusted = [o["data"]["text/plain"] for o in outputs(nb)
+               if "peer_id" in o.get("data", {}).get("text/plain", "")][-1]
+    assert trusted.count("12D3KooW") == 1  # Client(workers=[...]) lists only that one
