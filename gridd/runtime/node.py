@@ -228,10 +228,11 @@ class Node:
         self.topic_peer_count = status.topic_peers
         self.metrics.topic_peers.set(status.topic_peers)
         if status.topic_peers == 0 and before != 0 and status.reachable:
-            log.warning("%s: no peers are subscribed to %s; messages reach nobody until a peer "
-                        "connects (gridd peers connect <multiaddr>)", self.name, self.topic)
+            log.warning("%s: no other daemon is subscribed to %s: gridd processes on this "
+                        "daemon hear its messages, other machines only once a peer connects "
+                        "(gridd peers connect <multiaddr>)", self.name, self.topic)
         elif status.topic_peers and before == 0:
-            log.info("%s: %d peer(s) on %s", self.name, status.topic_peers, self.topic)
+            log.info("%s: %d other daemon(s) on %s", self.name, status.topic_peers, self.topic)
 
     def _dropped(self, reason: str, msg: Message) -> None:
         self.metrics.messages_dropped.labels(reason=reason).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,9 @@ def test_install_without_go_says_how_to_fix(tmp_path: Path) -> None:
 
 
 def test_install_reuses_the_cached_build_without_go(tmp_path: Path) -> None:
-    cached = tmp_path / "cache" / "kubo" / "v0.41.0" / "ipfs"
+    pinned = re.search(r'KUBO_VERSION:-(v[0-9.]+)', INSTALL.read_text())
+    assert pinned, "bin/install_ipfs no longer names its default Kubo version"
+    cached = tmp_path / "cache" / "kubo" / pinned.group(1) / "ipfs"
     cached.parent.mkdir(parents=True)
     shutil.copy(find_ipfs(), cached)
     env = _install_env(tmp_path, "/usr/bin:/bin")
