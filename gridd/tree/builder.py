@@ -61,6 +61,7 @@ STRIKE_LIMIT = 8.0
 STRIKE_HALF_LIFE = 120.0  # seconds
 MAX_SENDERS = 4_096
 MAX_PUMP_ROUNDS = 10_000  # inline fetches (memory store) cascade within one pump
+QUEUE_FULL_PAUSE = 1.0  # seconds before a want refused by a full fetch queue is tried again
 
 Inserted = Callable[[list[Transaction]], None]
 Verifier = Callable[[str, bytes, bytes], bool]  # (author, data, signature) -> valid
@@ -375,13 +376,19 @@ class TangleBuilder:
         self._wanted.prune(lambda i, w: not w.rumour and i not in missing)
         now = self.clock()
         submitted = 0
+        full: set[str | None] = set()  # senders whose fetch queue is full for this round
         for tx_id, w in list(self._wanted.items()):
-            if w.retry.next_try > now or self.fetcher.busy(("record", tx_id)):
+            if w.retry.next_try > now or w.origin in full or self.fetcher.busy(("record", tx_id)):
                 continue
             if self.throttled(w.origin):
                 continue
-            if self._fetch_record(tx_id, w) is None:
+            refused = self._fetch_record(tx_id, w)
+            if refused is None:
                 submitted += 1
+            elif refused in ("sender_queue_full", "queue_full"):
+                # not an attempt: try again a little later, not on every step
+                w.retry.next_try = now + QUEUE_FULL_PAUSE
+                full.add(w.origin)
         for a in list(self._awaiting.values()):
             if a.retry.attempts and a.retry.next_try <= now and not self.throttled(a.origin) \
                     and not self.fetcher.busy(("weights", a.tx.weights_cid)):
