@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -130,6 +131,20 @@ def start(repo: str | None, local_only: bool, foreground: bool, storage_max: str
             daemon.process.wait()
         except KeyboardInterrupt:
             daemon.stop()
+
+
+@ipfs.command()
+@click.option("--repo", envvar="IPFS_PATH", type=click.Path(file_okay=False),
+              help="IPFS repo (env IPFS_PATH; default ~/.gridd/ipfs).")
+def stop(repo: str | None) -> None:
+    """Stop the daemon `gridd ipfs start` (or bin/start_ipfs) started for the repo."""
+    from gridd.ipfs.daemon import default_repo, stop_repo_daemon
+
+    path = Path(repo) if repo else default_repo()
+    if stop_repo_daemon(path):
+        click.echo(f"ipfs daemon of {path} stopped")
+    else:
+        _fail(RuntimeError(f"no ipfs daemon started by gridd is running for {path}"))
 
 
 def _print_addrs(client: KuboClient) -> None:

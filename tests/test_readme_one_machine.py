@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,12 +39,11 @@ def test_the_one_machine_section_runs_as_written(tmp_path: Path) -> None:
            if k not in ("IPFS_PATH", "GRIDD_HOME", "GRIDD_IPFS_API", "GRIDD_COMPUTE_TOPIC",
                         "GRIDD_TREE_STATE", "GRIDD_COMPUTE_STATE")}
     env.update(HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    ipfs = env.get("GRIDD_IPFS_BIN", "ipfs")
     script = f"""set -euo pipefail
 cleanup() {{
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
-  IPFS_PATH="$HOME/.gridd/ipfs" "{ipfs}" shutdown 2>/dev/null || true
+  python -m gridd ipfs stop >/dev/null 2>&1 || true
 }}
 trap cleanup EXIT
 {bash}
@@ -60,8 +60,9 @@ GRIDD_README_PYTHON
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        subprocess.run([ipfs, "shutdown"], env={**env, "IPFS_PATH": str(home / ".gridd/ipfs")},
-                       capture_output=True, timeout=30)
+        subprocess.run([sys.executable, "-m", "gridd", "ipfs", "stop"],
+                       env={**env, "IPFS_PATH": str(home / ".gridd/ipfs")},
+                       capture_output=True, timeout=60)
     assert proc.returncode == 0, f"stdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-6000:]}"
     assert "trained remotely:" in stdout
     listed = stdout.split("trained remotely:")[0]

@@ -167,6 +167,7 @@ class KuboDaemon:
                  *(["--enable-gc"] if self.gc else [])],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
+        (self.repo / PID_FILE).write_text(f"{self.process.pid}\n")  # for `gridd ipfs stop`
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -240,3 +241,49 @@ def go_memory_limit() -> dict[str, str]:
         return {}
     value = os.environ.get(MEMLIMIT_ENV, DEFAULT_MEMLIMIT).strip()
     return {} if value.lower() in ("", "off", "none") else {"GOMEMLIMIT": value}
+
+
+PID_FILE = "gridd-daemon.pid"
+
+
+def stop_repo_daemon(repo: Path, timeout: float = 15.0) -> bool:
+    """Stop the daemon gridd started for `repo` (`gridd ipfs stop`); False if none runs.
+
+    Kubo 0.43 started with --enable-gc does not act on `ipfs shutdown` (the RPC returns, the
+    process stays), but it does shut down cleanly on SIGINT: so gridd signals the process it
+    recorded, a second SIGINT forces it, and SIGKILL is the last resort.
+    """
+    pid_path = Path(repo) / PID_FILE
+    try:
+        pid = int(pid_path.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"ipfs" not in f.read():  # the pid was reused by something else
+                pid_path.unlink(missing_ok=True)
+                return False
+    except OSError:
+        pid_path.unlink(missing_ok=True)
+        return False
+    for sig, wait in ((signal.SIGINT, 3.0), (signal.SIGINT, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if not _alive(pid):
+            break
+    pid_path.unlink(missing_ok=True)
+    (Path(repo) / "api").unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False

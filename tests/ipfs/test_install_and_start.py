@@ -76,8 +76,14 @@ def test_start_initialises_enables_pubsub_and_prints_connect_addresses(tmp_path:
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "already running" in again.stdout
     finally:
-        subprocess.run([find_ipfs(), "shutdown"], env=env, capture_output=True, timeout=30)
+        # not `ipfs shutdown`: a daemon with --enable-gc ignores it (Kubo 0.43)
+        stopped = subprocess.run([sys.executable, "-m", "gridd", "ipfs", "stop"], env=env,
+                                 capture_output=True, text=True, timeout=60)
         _wait_gone(repo)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped
+    again = subprocess.run([sys.executable, "-m", "gridd", "ipfs", "stop"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "no ipfs daemon" in again.stderr
 
 
 def _wait_gone(repo: Path, timeout: float = 15.0) -> None:
