@@ -449,12 +449,17 @@ def npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+PICKLED_NONE = b"\x80\x02N."  # the pickle stream of None (protocol 2), written by hand
+
+
 def pickled_npy() -> bytes:
-    """An object-dtype .npy: loading it needs pickle. Harmless content (a dict and a None),
-    since the point is whether a worker unpickles at all, not what a pickle could do."""
+    """An object-dtype .npy: loading it needs pickle. Built by hand (a header declaring
+    dtype object, then a pickle stream of None), so no pickling runs anywhere here; the
+    point is whether a worker unpickles at all, not what a pickle could do."""
     buf = io.BytesIO()
-    np.save(buf, np.array([{"gridd": "attack benchmark"}, None], dtype=object),
-            allow_pickle=True)
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+    buf.write(PICKLED_NONE)
     return buf.getvalue()
 
 

@@ -72,12 +72,6 @@ class BoundedMap(MutableMapping[K, V], Generic[K, V]):
         """A snapshot of the entries (reading them does not refresh their age)."""
         return list(self._data.items())
 
-    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
     def prune(self, drop: Callable[[K, V], bool]) -> int:
         """Remove every entry for which drop(key, value) is true; returns how many."""
         doomed = [k for k, v in self._data.items() if drop(k, v)]

@@ -95,14 +95,11 @@ class FetchPool:
         job = _Job(key, fn, sender, self.clock() + timeout, done)
         with self._cond:
             reason = self._refusal(job)
-            if reason is None:
+            if reason is None and not self.inline:  # inline: it runs below, at once
                 self._keys.add(key)
-                if self.inline:
-                    self._keys.discard(key)
-                else:
-                    self._queues.setdefault(sender, deque()).append(job)
-                    self._queued += 1
-                    self._cond.notify()
+                self._queues.setdefault(sender, deque()).append(job)
+                self._queued += 1
+                self._cond.notify()
         if reason is not None:
             if self._on_refuse is not None:
                 self._on_refuse(reason)
