@@ -132,7 +132,8 @@ def load_npz(
 ) -> Dataset:
     """Load and check a peer's dataset (keys x, y and optionally x_val, y_val).
 
-    Without a validation split, a seeded random `val_fraction` of the rows is held out.
+    Without a validation split, a seeded random `val_fraction` of the rows is held out;
+    val_fraction 0 holds out nothing (the validation arrays are then empty).
     """
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -164,6 +165,8 @@ def load_npz(
         x_val = _check_x("x_val", arrays["x_val"], tuple(x.shape[1:]))
         y_val = _check_y("y_val", arrays["y_val"], len(x_val), "x_val", classes)
         return Dataset(x, y, x_val, y_val)
+    if val_fraction == 0:
+        return Dataset(x, y, x[:0], y[:0])
     try:
         return holdout(x, y, val_fraction, seed)
     except DataError as e:

@@ -80,6 +80,40 @@ class ComputeMetrics:
             "gridd_ipfs_fetch_bytes", "Bytes fetched from IPFS", registry=r
         )
         self.fetch_errors = Counter("gridd_ipfs_fetch_errors", "Failed IPFS fetches", registry=r)
+        self.fed_rounds = Counter(
+            "gridd_fed_worker_rounds", "Federated rounds this worker trained or evaluated",
+            registry=r,
+        )
+        self.fed_declined = Counter(
+            "gridd_fed_worker_declined", "Federated rounds this worker declined", ["reason"],
+            registry=r,
+        )
+        self.runtime = RuntimeMetrics(r)
+
+
+class FederatedMetrics:
+    """A federated job's coordinator (the notebook): rounds, updates, time per round."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.rounds = Counter(
+            "gridd_fed_rounds", "Federated rounds finished (completed) or run again (retried)",
+            ["outcome"], registry=r,
+        )
+        self.updates = Counter(
+            "gridd_fed_updates", "Worker updates accepted or rejected, by reason",
+            ["outcome", "reason"], registry=r,
+        )
+        self.round_seconds = Histogram(
+            "gridd_fed_round_seconds", "Wall time of one federated round",
+            buckets=TRAINING_BUCKETS, registry=r,
+        )
+        self.round_overhead_seconds = Histogram(
+            "gridd_fed_round_overhead_seconds", "Round wall time minus the slowest worker's "
+            "compute time", buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.runtime = RuntimeMetrics(r)
 
 

@@ -38,8 +38,11 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSett
                                      param_hint="--config")
         values.update(raw)
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
-    if "accept_from" in values:
-        values["accept_from"] = tuple(values["accept_from"] or ())
+    for key in ("accept_from", "datasets"):
+        if key in values:
+            if isinstance(values[key], str):
+                values[key] = [values[key]]
+            values[key] = tuple(values[key] or ())
     try:
         settings = ComputeSettings(**values)
         settings.validate()
@@ -66,6 +69,12 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSett
               help="Seconds a trained model stays pinned here for its client (default 86400).")
 @click.option("--topic", envvar="GRIDD_COMPUTE_TOPIC", default=None,
               help="Compute topic (env GRIDD_COMPUTE_TOPIC; default gridd/compute/v2).")
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME=PATH.npz",
+              help="Offer federated jobs this dataset (arrays x, y, optionally x_val, y_val); "
+              "it never leaves this machine, only its description is advertised. Repeatable.")
+@click.option("--holdout", type=float, default=None,
+              help="Fraction of each dataset without x_val/y_val kept aside to evaluate "
+              "federated models on (default 0.1; 0 trains on every row).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="YAML settings file (see configs/compute.yaml).")
 @click.option("--state-dir", envvar="GRIDD_COMPUTE_STATE", default=None,
@@ -89,12 +98,24 @@ def run_worker(settings: ComputeSettings, state_dir: Path | None = None) -> None
     from gridd.compute.sysinfo import machine_info
     from gridd.compute.trainer import KerasTrainer
     from gridd.compute.worker import ComputeWorker
+    from gridd.data import DataError
+    from gridd.federated.datasets import load_datasets
     from gridd.ipfs import IPFSError, KuboClient
     from gridd.ipfs.roles import NoFreeIdentity, claim_role_key
     from gridd.metrics import ComputeMetrics, serve
     from gridd.transport import IpfsBroker, IpfsStore
 
     log = logging.getLogger("gridd.compute")
+    try:  # a wrong file stops the worker now, with the reason, not a job later
+        datasets = load_datasets(settings.datasets, settings.holdout)
+    except (DataError, ValueError) as e:
+        click.echo(f"start_worker --compute: {e}", err=True)
+        sys.exit(2)
+    for d in datasets.values():
+        info = d.describe()
+        log.info("dataset %s: %d rows (+%d held out), features %s, %d classes, from %s",
+                 d.name, info["samples"], info["holdout"], tuple(info["shape"]),
+                 info["num_classes"], d.path)
     kubo = KuboClient(settings.api)
     try:
         # this worker's own identity on the daemon (a notebook or other workers may share it)
@@ -112,7 +133,8 @@ def run_worker(settings: ComputeSettings, state_dir: Path | None = None) -> None
         home = Path(os.environ.get("GRIDD_HOME", Path.home() / ".gridd"))
         state_dir = home / "compute" / broker.peer_id
     worker = ComputeWorker(broker, IpfsStore(kubo), settings, KerasTrainer(settings.max_params),
-                           metrics, info, state_path=state_dir / "replay.json")
+                           metrics, info, state_path=state_dir / "replay.json",
+                           datasets=datasets)
     stopping = {"done": False}
 
     def on_signal(signum: int, _frame: Any) -> None:

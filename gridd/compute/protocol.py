@@ -83,6 +83,31 @@ def _floats(v: Any) -> bool:
     )
 
 
+MAX_DATASETS = 16
+_DATASET = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+           "uint16", "uint32", "uint64", "bool"}
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**40
+
+
+def _dataset_entry(d: Any) -> bool:
+    """One advertised dataset: {name, samples, holdout, shape, dtype, num_classes, classes}."""
+    return (
+        isinstance(d, dict) and set(d) <= {"name", "samples", "holdout", "shape", "dtype",
+                                           "num_classes", "classes"}
+        and isinstance(d.get("name"), str) and bool(_DATASET.match(d["name"]))
+        and _count(d.get("samples")) and _count(d.get("holdout"))
+        and isinstance(d.get("shape"), (list, tuple)) and len(d["shape"]) <= 8
+        and all(_count(x) for x in d["shape"])
+        and d.get("dtype") in _DTYPES and _count(d.get("num_classes"))
+        and isinstance(d.get("classes", ()), (list, tuple)) and len(d.get("classes", ())) <= 64
+        and all(_count(c) for c in d.get("classes", ()))
+    )
+
+
 JOB = Field(str, max_len=64, check=_job_id, why="job id: 1-64 of [A-Za-z0-9_.-]")
 MAX_ATTEMPT = 999
 ATTEMPT = Field(int, check=lambda v: 0 <= v <= MAX_ATTEMPT, why="attempt must be 0..999")
@@ -91,12 +116,18 @@ TS = Field((int, float), check=lambda v: math.isfinite(v) and v > 0,
            why="ts must be a positive unix time")
 
 
-def _register(kind: str, fields: dict[str, Field]) -> None:
-    """A compute message type: its fields plus the sending time every message carries."""
+def register_kind(kind: str, fields: dict[str, Field]) -> None:
+    """A message type of the compute topic: its fields plus the sending time every message
+    carries. Other modes on the topic (gridd.federated) register theirs the same way."""
     register(kind, {**fields, "ts": TS})
+    if kind not in KNOWN_TYPES:
+        KNOWN_TYPES.append(kind)
+
+
+KNOWN_TYPES: list[str] = []  # every type a compute-topic receiver decodes
 NONNEG = Field((int, float), check=lambda v: v >= 0, why="must be >= 0")
 
-_register(AD, {
+register_kind(AD, {
     # Seconds the worker keeps a result pinned (gridd.pins): fetch it before then. Optional.
     "result_ttl": Field((int, float), required=False, check=lambda v: math.isfinite(v) and v > 0,
                         why="result_ttl must be a positive number of seconds"),
@@ -121,8 +152,14 @@ _register(AD, {
                               why="max_wall_seconds must be a positive number"),
     "max_params": Field(int, required=False, check=lambda v: v >= 1,
                         why="max_params must be >= 1"),
+    # Datasets kept on this worker for federated jobs: their description, never the data
+    # (gridd.federated.datasets.describe). Optional: older workers have none.
+    "datasets": Field(list, required=False, max_len=MAX_DATASETS, items=dict,
+                      check=lambda v: all(_dataset_entry(d) for d in v),
+                      why="datasets: entries need name, samples, holdout, shape, dtype, "
+                      "num_classes"),
 })
-_register(OFFER, {
+register_kind(OFFER, {
     "job": JOB,
     "attempt": ATTEMPT,
     "model": Field(str, check=_cid, why="model must be a CID"),
@@ -131,14 +168,14 @@ _register(OFFER, {
     "bytes": Field(int, check=lambda v: v >= 0, why="bytes must be >= 0"),
     "exclude": Field(list, max_len=256, items=str),
 })
-_register(CLAIM, {"job": JOB, "attempt": ATTEMPT, "owner": OWNER})
-_register(ASSIGN, {"job": JOB, "attempt": ATTEMPT, "worker": Field(str, max_len=128)})
-_register(BEAT, {
+register_kind(CLAIM, {"job": JOB, "attempt": ATTEMPT, "owner": OWNER})
+register_kind(ASSIGN, {"job": JOB, "attempt": ATTEMPT, "worker": Field(str, max_len=128)})
+register_kind(BEAT, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "state": Field(str, check=lambda v: v in ("fetching", "training", "uploading"),
                    why="state must be fetching, training or uploading"),
 })
-_register(PROGRESS, {
+register_kind(PROGRESS, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "first": Field(int, check=lambda v: v >= 0, why="first epoch must be >= 0"),
     "logs": Field(list, max_len=1000, items=dict),
@@ -146,7 +183,7 @@ _register(PROGRESS, {
 })
 HISTORY = Field(dict, max_len=64, check=lambda h: all(isinstance(v, list) for v in h.values()),
                 why="history values must be lists")
-_register(DONE, {
+register_kind(DONE, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "model": Field(str, check=_cid, why="model must be a CID"),
     # Inline when it fits the message cap, else the CID of a HISTORY blob (long runs).
@@ -157,15 +194,15 @@ _register(DONE, {
 HISTORY_BLOB = "compute.history"
 MAX_HISTORY_BYTES = 64 * 1024 * 1024
 register(HISTORY_BLOB, {"history": HISTORY})
-_register(FAILED, {
+register_kind(FAILED, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
 })
-_register(REFUSED, {
+register_kind(REFUSED, {
     "job": JOB, "attempt": ATTEMPT, "owner": OWNER,
     "reason": Field(str, max_len=32), "error": Field(str, max_len=2000),
 })
-_register(CANCEL, {"job": JOB})
+register_kind(CANCEL, {"job": JOB})
 
 COMPUTE_TYPES = (AD, OFFER, CLAIM, ASSIGN, BEAT, PROGRESS, DONE, FAILED, REFUSED, CANCEL)
 
@@ -221,7 +258,7 @@ def unpack_history(data: bytes) -> dict[str, list[float]]:
 
 def unpack(data: bytes) -> tuple[str, dict[str, Any]]:
     """Decode a compute message; WireError carries a reason via `rejection_reason`."""
-    env = decode(data, max_size=MAX_COMPUTE_MESSAGE, expect=COMPUTE_TYPES)
+    env = decode(data, max_size=MAX_COMPUTE_MESSAGE, expect=KNOWN_TYPES)
     return env.type, env.body
 
 

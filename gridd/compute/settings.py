@@ -20,6 +20,8 @@ class ComputeSettings:
     heartbeat_interval: float = 2.0  # worker ads and running-job heartbeats
     result_ttl: float = 86_400.0  # seconds a result stays pinned here (advertised in ads)
     topic: str = "gridd/compute/v2"
+    datasets: tuple[str, ...] = ()  # NAME=PATH.npz kept here for federated jobs, never sent
+    holdout: float = 0.1  # of each dataset without x_val/y_val: kept aside for evaluation
     extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -37,3 +39,5 @@ class ComputeSettings:
             raise ValueError("heartbeat_interval must be positive")
         if not self.result_ttl > 0:
             raise ValueError("result_ttl must be positive")
+        if not 0 <= self.holdout < 1:
+            raise ValueError("holdout must be in [0, 1)")

@@ -24,6 +24,9 @@ from gridd.compute.authentic import Authenticator
 from gridd.compute.jobs import JobContext, JobError, JobSpec, Trainer
 from gridd.compute.settings import ComputeSettings
 from gridd.compute.sysinfo import MachineInfo, load, machine_info
+from gridd.federated import messages as fed
+from gridd.federated.datasets import LocalDataset
+from gridd.federated.participant import Participant
 from gridd.metrics import ComputeMetrics
 from gridd.runtime import BoundedMap, FetchResult, InboxLimits, Node
 from gridd.transport import Broker, Message, Store
@@ -64,8 +67,10 @@ class ComputeWorker:
         metrics: ComputeMetrics | None = None,
         info: MachineInfo | None = None,
         state_path: Path | None = None,
+        datasets: dict[str, LocalDataset] | None = None,
     ) -> None:
-        """`state_path`: where replay marks persist across restarts (None: memory only)."""
+        """`state_path`: where replay marks persist across restarts (None: memory only).
+        `datasets`: data kept here for federated jobs (gridd.federated.datasets)."""
         settings.validate()
         self.broker = broker
         self.store = store
@@ -92,6 +97,8 @@ class ComputeWorker:
         self._expiry_warned = False
         self._thread: threading.Thread | None = None
         self.claim_ttl = max(5.0, 3 * settings.heartbeat_interval)
+        self.federated = Participant(self.peer_id, store, settings, dict(datasets or {}),
+                                     self.metrics, self._publish, self._has_slot)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -110,6 +117,7 @@ class ComputeWorker:
             threads = list(self._threads.values())
         for t in threads:
             t.join(timeout)
+        self.federated.stop(timeout)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -127,7 +135,12 @@ class ComputeWorker:
     @property
     def free_slots(self) -> int:
         with self._lock:
-            return max(0, self.settings.slots - len(self._running) - len(self._claims))
+            taken = len(self._running) + len(self._claims) + self.federated.running
+            return max(0, self.settings.slots - taken)
+
+    def _has_slot(self) -> bool:
+        """A federated round may start (it runs in a slot, like a job)."""
+        return self.free_slots > 0
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -162,7 +175,7 @@ class ComputeWorker:
             restricted=bool(self.settings.accept_from),
             max_job_bytes=self.settings.max_job_bytes, max_epochs=self.settings.max_epochs,
             max_wall_seconds=float(self.settings.max_wall_seconds),
-            max_params=self.settings.max_params,
+            max_params=self.settings.max_params, datasets=self.federated.describe(),
         ))
 
     # -- messages -------------------------------------------------------------------------
@@ -181,7 +194,7 @@ class ComputeWorker:
             return
         if sender == self.peer_id:
             return  # our own echo (other gridd processes on our daemon are other authors)
-        if kind in (p.OFFER, p.ASSIGN, p.CANCEL):
+        if kind in (p.OFFER, p.ASSIGN, p.CANCEL, fed.TASK):
             self.auth.save()  # a restart must not forget what this client already sent
         if kind == p.OFFER:
             self._on_offer(sender, body)
@@ -189,6 +202,9 @@ class ComputeWorker:
             self._on_assign(sender, body)
         elif kind == p.CANCEL:
             self._on_cancel(sender, body)
+            self.federated.on_cancel(sender, body["job"])
+        elif kind == fed.TASK:
+            self.federated.on_task(sender, body)
         # ads, claims, beats... of other peers are not the worker's business
 
     def _on_offer(self, sender: str, body: dict[str, Any]) -> None:
@@ -252,7 +268,8 @@ class ComputeWorker:
         """Claim the oldest pending offers while slots are free."""
         to_claim: list[JobSpec] = []
         with self._lock:
-            free = self.settings.slots - len(self._running) - len(self._claims)
+            free = self.settings.slots - len(self._running) - len(self._claims) \
+                - self.federated.running
             for key, offer in sorted(self._offers.items(), key=lambda kv: kv[1].seen):
                 if free <= 0:
                     break
