@@ -30,9 +30,9 @@ import numpy as np
 from gridd import pins
 from gridd.data import DataError, Dataset
 from gridd.metrics import TreeMetrics
-from gridd.models import average_weights
 from gridd.models.base import check_xy
 from gridd.runtime import InboxLimits, Node
+from gridd.strategies import FedAvg, Update
 from gridd.transport import Broker, Message, Store
 from gridd.tree import messages
 from gridd.tree.builder import TangleBuilder
@@ -339,19 +339,19 @@ class TreePeer:
         weighting off (plain mean).
         """
         tx_ids, weights = self._loadable(tx_ids)
+        coef = [1.0] * len(weights)
         cap = self.settings.sample_weight_cap
-        if cap <= 0 or len(weights) < 2:
-            return average_weights(weights)
-        claims = [_claimed_samples(self.tangle[i]) for i in tx_ids]
-        known = [c for c in claims if c is not None]
-        if self._trainer is not None and not self.observer:
-            known.append(float(self._trainer.samples))
-        if not known:
-            return average_weights(weights)
-        limit = cap * float(np.median(known))
-        floor = min(known)
-        coef = [min(c, limit) if c is not None else floor for c in claims]
-        return average_weights(weights, coef)
+        if cap > 0 and len(weights) >= 2:
+            claims = [_claimed_samples(self.tangle[i]) for i in tx_ids]
+            known = [c for c in claims if c is not None]
+            if self._trainer is not None and not self.observer:
+                known.append(float(self._trainer.samples))
+            if known:
+                limit = cap * float(np.median(known))
+                floor = min(known)
+                coef = [min(c, limit) if c is not None else floor for c in claims]
+        updates = [Update(w, c, i) for w, c, i in zip(weights, coef, tx_ids, strict=True)]
+        return FedAvg().aggregate(weights[0] if weights else [], updates)
 
     def _loadable(self, tx_ids: Sequence[str]) -> tuple[list[str], list[list[np.ndarray]]]:
         """The transactions whose weights can be had, with their weights. A blob that left
