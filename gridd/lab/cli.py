@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import click
@@ -44,8 +45,20 @@ from gridd.bench import RESULTS_DIR, table
 @click.option("--max-seconds", type=float, default=1800.0, show_default=True,
               help="Give up a real-Kubo lab after this long.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON results [default: bench-results/lab-<transport>-<peers>p.json].")
-def lab(out: Path | None, **kw: object) -> None:
+              help="JSON results [default: bench-results/lab-<transport>-<peers>p.json]; "
+                   "the accuracy plot goes next to it as .png.")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Serve the live web view on this port (0 picks a free one).")
+@click.option("--no-web", is_flag=True, help="Do not serve the web view.")
+@click.option("--web-host", default="127.0.0.1", show_default=True,
+              help="Address the web view binds to (0.0.0.0 shows it to your network).")
+@click.option("--keep-web", is_flag=True,
+              help="Keep serving the view after the lab ends, until Ctrl-C.")
+@click.option("--prometheus-targets", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the peers' (and Kubo daemons') metrics endpoints "
+                                 "here as a Prometheus file_sd list (configs/prometheus.yml).")
+def lab(out: Path | None, web_port: int, no_web: bool, web_host: str, keep_web: bool,
+        prometheus_targets: Path | None, **kw: object) -> None:
     """Run N peers on this machine on a shared tangle and print consensus accuracy over time.
 
     The training part of digits is split among the peers by Dirichlet(alpha) labels; a
@@ -58,6 +71,7 @@ def lab(out: Path | None, **kw: object) -> None:
     from gridd.lab.memory_lab import run_memory_lab
     from gridd.lab.options import LabOptions
     from gridd.lab.partition import lab_data
+    from gridd.lab.watch import LabWatch, fedavg_baseline, write_accuracy_png
 
     opts = LabOptions(out=out, **kw)  # type: ignore[arg-type]
     try:
@@ -66,7 +80,12 @@ def lab(out: Path | None, **kw: object) -> None:
                         opts.attack)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if keep_web and no_web:
+        raise click.UsageError("--keep-web needs the web view (drop --no-web)")
     bar = tqdm(total=opts.budget, unit="epoch", desc=f"lab ({opts.transport})")
+    watch = LabWatch(opts, web_port=None if no_web else web_port, web_host=web_host,
+                     targets_path=prometheus_targets, say=bar.write,
+                     baseline=fedavg_baseline(opts))
 
     def progress(epochs: int, acc: float, txs: int) -> None:
         bar.n = min(epochs, opts.budget)
@@ -79,23 +98,49 @@ def lab(out: Path | None, **kw: object) -> None:
         for url in urls:
             bar.write(f"  {url}")
 
+    def memory_ready(lab: object) -> None:
+        from gridd.lab.memory_lab import MemoryLab
+
+        assert isinstance(lab, MemoryLab)
+        registries = None
+        if prometheus_targets is not None:
+            registries = [p.metrics.registry for p in (*lab.trainers, lab.observer)]
+        watch.start(lab.observer, registries=registries)
+
     try:
         if opts.transport == "memory":
-            result = run_memory_lab(opts, data, progress)
+            result = run_memory_lab(opts, data, progress, on_ready=memory_ready,
+                                    on_point=watch.point)
         else:
-            result = run_kubo_lab(opts, data, progress, on_ready=ready)
+            result = run_kubo_lab(opts, data, progress, on_ready=ready, watch=watch)
     except KeyboardInterrupt:
         bar.close()
+        watch.close()
         raise click.Abort() from None
     except Exception as e:
         bar.close()
+        watch.close()
         raise click.ClickException(f"lab failed: {e}") from e
     bar.close()
     click.echo(report(result))
     path = out or RESULTS_DIR / f"lab-{opts.transport}-{opts.peers}p.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_json(), indent=2))
-    click.echo(f"saved {path}")
+    payload = result.to_json()
+    payload["baseline"] = {"label": "FedAvg, all clients, same data",
+                           "curve": [{"client_epochs": e, "accuracy": a}
+                                     for e, a in watch.baseline]}
+    path.write_text(json.dumps(payload, indent=2))
+    png = write_accuracy_png(path.with_suffix(".png"), result.timeline, watch.baseline,
+                             f"{opts.peers} peers, {opts.transport}, Dirichlet({opts.alpha}), "
+                             f"seed {opts.seed}")
+    click.echo(f"saved {path} and {png}")
+    if keep_web and watch.url:
+        click.echo(f"view stays at {watch.url} (the final tangle); Ctrl-C to stop")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    watch.close()
 
 
 def report(result: object) -> str:

@@ -28,6 +28,7 @@ from gridd.lab.options import LabOptions, LabResult, Point, digits_recipe, holdo
 from gridd.lab.partition import LabData, observer_data
 from gridd.lab.processes import rss_bytes, scrape
 from gridd.lab.staleness import median_staleness
+from gridd.lab.watch import LabWatch
 from gridd.localports import free_port
 from gridd.transport import IpfsBroker, IpfsStore
 from gridd.tree.genesis import create_genesis
@@ -98,8 +99,10 @@ def run_kubo_lab(
     progress: Progress | None = None,
     on_ready: Callable[[LabResult], None] | None = None,
     keep: bool = False,
+    watch: LabWatch | None = None,
 ) -> LabResult:
-    """Run the lab on real daemons; `on_ready` is called once every peer is running."""
+    """Run the lab on real daemons; `on_ready` is called once every peer is running;
+    `watch` (web view, Prometheus targets) is started then too."""
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="gridd-lab-"))
     cluster = LocalCluster(opts.peers + 1, root=workdir / "kubo")
@@ -138,12 +141,16 @@ def run_kubo_lab(
             ]
             peers.append(PeerProcess(i, argv, env, workdir / f"peer{i}.log", port))
         result.metrics_urls = [p.metrics_url for p in peers]
+        if watch is not None:
+            kubo = [d.api_address() for d in cluster.daemons]
+            watch.start(observer, tree_urls=result.metrics_urls,
+                        kubo_urls=[_kubo_url(a) for a in kubo if a])
         if on_ready is not None:
             on_ready(result)
         pids = [p.proc.pid for p in peers] + [
             d.process.pid for d in cluster.daemons if d.process is not None
         ] + [os.getpid()]
-        _follow(opts, data, observer, peers, attackers, result, pids, progress, started)
+        _follow(opts, data, observer, peers, attackers, result, pids, progress, started, watch)
         for p in peers:
             p.stop()
         # Let the last announcements arrive, then score the final consensus.
@@ -180,6 +187,7 @@ def _follow(
     pids: list[int],
     progress: Progress | None,
     started: float,
+    watch: LabWatch | None = None,
 ) -> None:
     """Track the tangle until the peers have spent the client-epoch budget."""
     recipe = digits_recipe()
@@ -190,6 +198,8 @@ def _follow(
             result.notes.append(f"stopped at the {opts.max_seconds:.0f} s limit")
             break
         observer.process_messages(timeout=0.1)
+        if watch is not None:
+            watch.tick()
         now = time.monotonic()
         if attackers and now >= next_attack:
             next_attack = now + opts.training_interval
@@ -203,7 +213,18 @@ def _follow(
             p.check_alive()
         epochs = sum(p.trainings() for p in peers) * recipe.local_epochs
         acc = holdout_accuracy(recipe, observer.consensus_weights(), data.x_test, data.y_test)
-        result.timeline.append(Point(now - started, epochs, len(observer.tangle), acc))
+        point = Point(now - started, epochs, len(observer.tangle), acc)
+        result.timeline.append(point)
+        if watch is not None:
+            watch.point(point)
         result.peak_memory_bytes = max(result.peak_memory_bytes, rss_bytes(pids))
         if progress is not None:
             progress(epochs, acc, len(observer.tangle))
+
+
+def _kubo_url(multiaddr: str) -> str:
+    """A daemon's RPC multiaddr as host:port (where Kubo serves its Prometheus metrics)."""
+    from gridd.ipfs.address import parse_api_address
+
+    address = parse_api_address(multiaddr)
+    return f"{address.host}:{address.port}"

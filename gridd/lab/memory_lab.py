@@ -87,53 +87,96 @@ class OverlapClock:
             broker.publish(topic, data)
 
 
-def run_memory_lab(opts: LabOptions, data: LabData, progress: Progress | None = None) -> LabResult:
-    started = time.monotonic()
-    net = MemoryNetwork()
-    recipe = digits_recipe()
-    genesis_id = create_genesis(net.store(), recipe, init_seed=opts.seed, issuer="lab")
-    settings = opts.tree_settings("memory")
-    clock = OverlapClock(opts.overlap)
-    peers: list[TreePeer | RandomWeightsAttacker] = []
-    for i, dataset in enumerate(data.peers):
-        broker = OverlapBroker(net.broker(f"peer-{i:03d}"), clock)
-        if i in data.malicious and data.attack == "random":
-            peers.append(RandomWeightsAttacker(genesis_id, broker, net.store(), opts.seed + i))
-        else:
-            peers.append(TreePeer(genesis_id=genesis_id, broker=broker, store=net.store(),
-                                  dataset=dataset, settings=settings, seed=opts.seed + i,
-                                  prefer="numpy" if opts.model == "no_tf" else "keras"))
-    observer = make_observer(genesis_id, net.broker("observer"), net.store(),
-                             observer_data(data), settings, seed=opts.seed + 10_000)
-    for p in (*peers, observer):
-        p.open()
-    result = LabResult(opts, genesis_id)
-    start_acc = holdout_accuracy(recipe, observer.consensus_weights(), data.x_test, data.y_test)
-    result.timeline.append(Point(0.0, 0, len(observer.tangle), start_acc))
-    rng = random.Random(opts.seed)
-    trainers = [p for p in peers if isinstance(p, TreePeer)]
-    epochs = 0
-    try:
-        while epochs < opts.budget:
-            order = list(peers)
-            rng.shuffle(order)
-            for peer in order:
+class MemoryLab:
+    """The in-memory lab as an object: open(), then one `round()` at a time, then close().
+
+    `run_memory_lab` drives it to the client-epoch budget; tests and the view benchmark
+    step it themselves (a lab that stays up while a browser or Prometheus looks at it).
+    """
+
+    def __init__(self, opts: LabOptions, data: LabData) -> None:
+        self.opts = opts
+        self.data = data
+        self.started = time.monotonic()
+        self.net = MemoryNetwork()
+        self.recipe = digits_recipe()
+        self.genesis_id = create_genesis(self.net.store(), self.recipe, init_seed=opts.seed,
+                                         issuer="lab")
+        settings = opts.tree_settings("memory")
+        self.clock = OverlapClock(opts.overlap)
+        self.peers: list[TreePeer | RandomWeightsAttacker] = []
+        for i, dataset in enumerate(data.peers):
+            broker = OverlapBroker(self.net.broker(f"peer-{i:03d}"), self.clock)
+            if i in data.malicious and data.attack == "random":
+                self.peers.append(RandomWeightsAttacker(self.genesis_id, broker,
+                                                        self.net.store(), opts.seed + i))
+            else:
+                self.peers.append(TreePeer(
+                    genesis_id=self.genesis_id, broker=broker, store=self.net.store(),
+                    dataset=dataset, settings=settings, seed=opts.seed + i,
+                    prefer="numpy" if opts.model == "no_tf" else "keras"))
+        self.observer = make_observer(self.genesis_id, self.net.broker("observer"),
+                                      self.net.store(), observer_data(data), settings,
+                                      seed=opts.seed + 10_000)
+        self.trainers = [p for p in self.peers if isinstance(p, TreePeer)]
+        self.rng = random.Random(opts.seed)
+        self.epochs = 0
+
+    def open(self) -> Point:
+        for p in (*self.peers, self.observer):
+            p.open()
+        return Point(0.0, 0, len(self.observer.tangle), self.test_accuracy())
+
+    def test_accuracy(self) -> float:
+        """The observer's consensus model scored on the held-out test set."""
+        return holdout_accuracy(self.recipe, self.observer.consensus_weights(),
+                                self.data.x_test, self.data.y_test)
+
+    def round(self, budget: int | None = None) -> Point:
+        """Every peer, in a seeded order, reads its messages and (with ACTIVE_QUOTA) trains
+        once, until `budget` client-epochs are spent; then the observer catches up."""
+        opts = self.opts
+        budget = opts.budget if budget is None else budget
+        order = list(self.peers)
+        self.rng.shuffle(order)
+        for peer in order:
+            peer.process_messages()
+            if self.rng.random() < opts.active_quota and self.epochs < budget:
+                self.clock.tick()
                 peer.process_messages()
-                if rng.random() < opts.active_quota and epochs < opts.budget:
-                    clock.tick()
-                    peer.process_messages()
-                    peer.train_step()
-                    epochs = sum(p.client_epochs for p in trainers)
-            observer.process_messages()
-            acc = holdout_accuracy(recipe, observer.consensus_weights(), data.x_test, data.y_test)
-            point = Point(time.monotonic() - started, epochs, len(observer.tangle), acc)
-            result.timeline.append(point)
-            if progress is not None:
-                progress(epochs, acc, point.transactions)
-        result.staleness_median = median_staleness(observer.tangle)
-    finally:
-        for p in (*peers, observer):
+                peer.train_step()
+                self.epochs = sum(p.client_epochs for p in self.trainers)
+        self.observer.process_messages()
+        return Point(time.monotonic() - self.started, self.epochs, len(self.observer.tangle),
+                     self.test_accuracy())
+
+    def close(self) -> None:
+        for p in (*self.peers, self.observer):
             p.close()
-    result.wall_seconds = time.monotonic() - started
+
+
+def run_memory_lab(opts: LabOptions, data: LabData, progress: Progress | None = None,
+                   on_ready: Callable[[MemoryLab], None] | None = None,
+                   on_point: Callable[[Point], None] | None = None) -> LabResult:
+    """Run the lab to its client-epoch budget. `on_ready(lab)` once every peer is open
+    (the CLI starts the web view and metrics there); `on_point` after each round, from this
+    thread (the observer's)."""
+    lab = MemoryLab(opts, data)
+    result = LabResult(opts, lab.genesis_id)
+    try:
+        result.timeline.append(lab.open())
+        if on_ready is not None:
+            on_ready(lab)
+        while lab.epochs < opts.budget:
+            point = lab.round()
+            result.timeline.append(point)
+            if on_point is not None:
+                on_point(point)
+            if progress is not None:
+                progress(point.client_epochs, point.consensus_accuracy, point.transactions)
+        result.staleness_median = median_staleness(lab.observer.tangle)
+    finally:
+        lab.close()
+    result.wall_seconds = time.monotonic() - lab.started
     result.peak_memory_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return result

@@ -294,12 +294,15 @@ class TreePeer:
         """Weights of one transaction of the tangle (cached, else reloaded by CID)."""
         return self.bank.get(self.tangle[tx_id].weights_cid)
 
-    def reference_ids(self) -> list[str]:
-        """The transactions the reference model averages (top-m of the sampled ranking)."""
+    def reference_ids(self, rng: random.Random | None = None) -> list[str]:
+        """The transactions the reference model averages (top-m of the sampled ranking).
+        `rng`: sample with it instead of the peer's own stream (a read-only viewer must not
+        change what a seeded peer does next)."""
         s = self.settings
         ids = reference(
             self.tangle, self._sampler(), rounds=s.num_of_sampling_round, top=s.reference_top,
-            rng=self.rng, count=s.num_of_tips, window=s.reference_window,
+            rng=self.rng if rng is None else rng, count=s.num_of_tips,
+            window=s.reference_window,
         )
         return self.vet(ids) if ids else self.tangle.tips()[-1:]
 
@@ -317,6 +320,21 @@ class TreePeer:
         scores = {i: self._cached_score(i) for i in tx_ids}
         best = max([floor, *scores.values()])
         return [i for i in tx_ids if scores[i] >= self.settings.vet_ratio * best]
+
+    def measured_accuracy(self, tx_id: str, compute: bool = False) -> float | None:
+        """Accuracy of a transaction's model on this peer's validation data: the cached
+        score, or with `compute` scored now (and cached); None without data, when not
+        scored yet, or when its weights cannot be loaded. For viewers (gridd.web)."""
+        if self._trainer is None or tx_id not in self.tangle:
+            return None
+        value = self._scores.get(tx_id)
+        if value is None and compute:
+            value = self._cached_score(tx_id)
+        return None if value is None or value == float("-inf") else value
+
+    def evaluate(self, weights: list[np.ndarray]) -> Scores | None:
+        """Loss and accuracy of `weights` on this peer's validation data (None without)."""
+        return None if self._trainer is None else self._trainer.evaluate(weights)
 
     def _cached_score(self, tx_id: str) -> float:
         value = self._scores.get(tx_id)
