@@ -3,14 +3,28 @@
 start_worker only picks the mode and hands the remaining arguments to that mode's click
 command (gridd.compute.cli.compute_worker or gridd.tree.cli.tree_worker), so
 `start_worker --tree --help` shows the tree options and the modes never share flags by accident.
+The few options every mode has on purpose (`--bootstrap`) are defined here once.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
+
+from gridd.ipfs.bootstrap import (
+    BOOTSTRAP_ENV,
+    BootstrapError,
+    BootstrapKeeper,
+    BootstrapPeer,
+    bootstrap_entries,
+    parse_bootstrap,
+    start_keeper,
+)
 
 MODES = {
     "--compute": ("gridd.compute.cli", "compute_worker"),
@@ -26,7 +40,35 @@ USAGE = """Usage: start_worker --compute [OPTIONS] | --tree [OPTIONS]
 
   start_worker --compute --help / start_worker --tree --help list each mode's options.
   Start Kubo first with ./bin/start_ipfs; check it with `gridd ipfs status`.
+  Both modes take --bootstrap MULTIADDR (repeatable; env GRIDD_BOOTSTRAP): peers to dial
+  at start and keep connected.
 """
+
+
+def bootstrap_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--bootstrap MULTIADDR`, repeatable: the same option and help in every mode."""
+    return click.option(
+        "--bootstrap", "bootstrap", multiple=True, metavar="MULTIADDR",
+        help="A peer to dial at start and keep connected, e.g. /ip4/203.0.113.7/tcp/4001/"
+        f"p2p/12D3KooW... (repeatable). Env {BOOTSTRAP_ENV} (comma or space separated); "
+        "else the config file's bootstrap list.",
+    )(fn)
+
+
+def bootstrap_peers(flags: Sequence[str], config: Sequence[str] | str | None
+                    ) -> list[BootstrapPeer]:
+    """The bootstrap list in force (flags, else $GRIDD_BOOTSTRAP, else the config), checked:
+    a malformed entry stops the worker at start with a usage error naming it."""
+    try:
+        return parse_bootstrap(bootstrap_entries(flags, os.environ, config))
+    except BootstrapError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def keep_bootstrap(api: str | None, peers: Sequence[BootstrapPeer]) -> BootstrapKeeper | None:
+    """Dial the bootstrap peers now (an unreachable one is a logged warning) and keep them
+    connected from a background thread for the life of the worker."""
+    return start_keeper(api, peers)
 
 
 def register(group: click.Group) -> None:

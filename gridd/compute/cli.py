@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from gridd.cli_modes import bootstrap_option, bootstrap_peers, keep_bootstrap
 from gridd.compute.settings import ComputeSettings
 from gridd.ipfs.address import API_ENV, DEFAULT_API
 
@@ -38,7 +39,7 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSett
                                      param_hint="--config")
         values.update(raw)
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
-    for key in ("accept_from", "datasets"):
+    for key in ("accept_from", "datasets", "bootstrap"):
         if key in values:
             if isinstance(values[key], str):
                 values[key] = [values[key]]
@@ -82,6 +83,7 @@ def load_settings(config: Path | None, overrides: dict[str, Any]) -> ComputeSett
               help="Where the worker keeps what must survive a restart (replay marks). "
               "Env GRIDD_COMPUTE_STATE; default ~/.gridd/compute/<peer id>.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@bootstrap_option
 def compute_worker(config: Path | None, verbose: bool, state_dir: Path | None,
                    **flags: Any) -> None:
     """Offer this machine's compute: train Keras models that clients send as IPFS CIDs."""
@@ -90,11 +92,14 @@ def compute_worker(config: Path | None, verbose: bool, state_dir: Path | None,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    boot = flags.pop("bootstrap")
     settings = load_settings(config, flags)
-    run_worker(settings, state_dir)
+    run_worker(settings, state_dir, bootstrap=boot)
 
 
-def run_worker(settings: ComputeSettings, state_dir: Path | None = None) -> None:
+def run_worker(settings: ComputeSettings, state_dir: Path | None = None,
+               bootstrap: tuple[str, ...] = ()) -> None:
+    """`bootstrap`: --bootstrap flags (else $GRIDD_BOOTSTRAP, else settings.bootstrap)."""
     from gridd.compute.sysinfo import machine_info
     from gridd.compute.trainer import KerasTrainer
     from gridd.compute.worker import ComputeWorker
@@ -106,6 +111,7 @@ def run_worker(settings: ComputeSettings, state_dir: Path | None = None) -> None
     from gridd.transport import IpfsBroker, IpfsStore
 
     log = logging.getLogger("gridd.compute")
+    boot_peers = bootstrap_peers(bootstrap, settings.bootstrap)
     try:  # a wrong file stops the worker now, with the reason, not a job later
         datasets = load_datasets(settings.datasets, settings.holdout)
     except (DataError, ValueError) as e:
@@ -121,6 +127,7 @@ def run_worker(settings: ComputeSettings, state_dir: Path | None = None) -> None
         # this worker's own identity on the daemon (a notebook or other workers may share it)
         broker = IpfsBroker(kubo, claim_role_key(kubo, "worker"))
         kubo.pubsub_ls()
+        keep_bootstrap(settings.api, boot_peers)
     except (IPFSError, NoFreeIdentity) as e:
         click.echo(str(e), err=True)
         sys.exit(1)

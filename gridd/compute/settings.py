@@ -22,6 +22,7 @@ class ComputeSettings:
     topic: str = "gridd/compute/v2"
     datasets: tuple[str, ...] = ()  # NAME=PATH.npz kept here for federated jobs, never sent
     holdout: float = 0.1  # of each dataset without x_val/y_val: kept aside for evaluation
+    bootstrap: tuple[str, ...] = ()  # multiaddrs kept connected (--bootstrap, GRIDD_BOOTSTRAP)
     extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:

@@ -26,6 +26,8 @@ connection manager trims them last.
 
 A gridd restart forgets the remembered addresses (they are not persisted): the configured
 bootstrap / `gridd peers connect` brings the first peer back, and the rest follows from it.
+Bootstrap peers are *pinned* here (`pin`): dialled at once, with the same backoff, never
+forgotten or evicted, their configured addresses always tried first (gridd/ipfs/bootstrap.py).
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ class PeeringStatus:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class PinnedStatus:
+    """A pinned peer after a check: connected (also if re-dialled by it), failed dials in a
+    row, how often it was found lost after being connected, and the last dial error."""
+
+    connected: bool
+    failures: int
+    drops: int
+    last_error: str | None
+
+
 @dataclass
 class _Peer:
     addrs: tuple[str, ...]
@@ -81,6 +94,9 @@ class _Peer:
     failures: int = 0
     next_dial: float = 0.0  # monotonic time before which we do not dial again
     last_error: str | None = None  # why the last dial failed, for debugging
+    pinned: tuple[str, ...] = ()  # configured (bootstrap) addresses: never forgotten
+    connected: bool = False  # connected at the last check (bootstrap logging)
+    drops: int = 0  # times a check found it disconnected after it had been connected
 
 
 class TopicPeering:
@@ -120,6 +136,23 @@ class TopicPeering:
         with self._lock:
             return {p: r.addrs for p, r in self._peers.items()}
 
+    def pin(self, peer: str, addrs: Sequence[str]) -> None:
+        """Keep `peer` connected whatever its topics: a bootstrap peer. Its configured
+        `addrs` (transport parts, no /p2p/) are dialled first; it is due at once."""
+        with self._lock:
+            rec = self._peers.pop(peer, None) or _Peer(addrs=(), last_seen=time.monotonic())
+            rec.pinned = tuple(dict.fromkeys(addrs))
+            rec.addrs = tuple(dict.fromkeys((*rec.pinned, *rec.addrs)))[
+                : max(self.max_addrs, len(rec.pinned))]
+            rec.failures, rec.next_dial = 0, 0.0
+            self._peers[peer] = rec
+
+    def pinned(self) -> dict[str, PinnedStatus]:
+        """The pinned (bootstrap) peers and how their connections went."""
+        with self._lock:
+            return {p: PinnedStatus(r.connected, r.failures, r.drops, r.last_error)
+                    for p, r in self._peers.items() if r.pinned}
+
     def check(self, topics: Sequence[str]) -> PeeringStatus:
         """Count the topics' peers, remember them and re-dial the lost ones that are due."""
         with self._lock:
@@ -154,7 +187,10 @@ class TopicPeering:
         if subscribed:
             self._remember(subscribed, connected, self.client.swarm_addrs(), now)
         for peer, rec in self._peers.items():
-            if peer in connected:  # connected, topic peer or not: nothing to retry
+            if rec.connected and peer not in connected:
+                rec.drops += 1
+            rec.connected = peer in connected
+            if rec.connected:  # connected, topic peer or not: nothing to retry
                 rec.failures, rec.next_dial = 0, 0.0
         self._forget_stale(now)
         due = sorted(
@@ -181,14 +217,17 @@ class TopicPeering:
             if rec is None:
                 rec = _Peer(addrs=(), last_seen=now)
             if addrs:
-                rec.addrs = tuple(addrs[: self.max_addrs])
+                learned = tuple(dict.fromkeys((*rec.pinned, *addrs)))
+                rec.addrs = learned[: max(self.max_addrs, len(rec.pinned))]
             rec.last_seen = now
             self._peers[peer] = rec  # most recently seen last
-        while len(self._peers) > self.max_peers:
-            self._peers.popitem(last=False)
+        unpinned = [p for p, r in self._peers.items() if not r.pinned]
+        for peer in unpinned[: max(0, len(self._peers) - self.max_peers)]:
+            del self._peers[peer]  # least recently seen first; bootstrap peers stay
 
     def _forget_stale(self, now: float) -> None:
-        for peer in [p for p, r in self._peers.items() if now - r.last_seen > self.forget_after]:
+        for peer in [p for p, r in self._peers.items()
+                     if not r.pinned and now - r.last_seen > self.forget_after]:
             del self._peers[peer]
 
     def _dial_all(self, peers: list[str]) -> list[bool]:
@@ -204,6 +243,7 @@ class TopicPeering:
                 continue
             if err is None:
                 rec.failures, rec.next_dial, rec.last_error, rec.last_seen = 0, 0.0, None, now
+                rec.connected = True
             else:
                 rec.failures += 1
                 delay = self.backoff_start * 2.0 ** min(rec.failures - 1, 30)

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from gridd.cli_modes import bootstrap_option, bootstrap_peers, keep_bootstrap
 from gridd.ipfs import DEFAULT_API, IPFSError, KuboClient
 from gridd.ipfs.address import API_ENV
 from gridd.models.recipe import BUILTIN_ARCHITECTURES, Recipe
@@ -201,12 +202,14 @@ def configure_logging(settings: TreeSettings) -> None:
 @click.option("--duration", type=float, default=None,
               help="Stop after this many seconds (default: run until Ctrl-C / SIGTERM).")
 @_api_option
+@bootstrap_option
 @_setting_options
 @_recipe_options
 def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, observer: bool,
                 config_file: str | None, state_dir: str | None, metrics_port: int | None,
                 seed: int | None, duration: float | None, api: str, runtime: str | None,
-                model_spec: str | None, init_seed: int | None, **rest: Any) -> None:
+                model_spec: str | None, init_seed: int | None, bootstrap: tuple[str, ...],
+                **rest: Any) -> None:
     """Join a tangle: train on your own data and share model updates, without a server."""
     overrides = {name: rest.pop(name) for name, _ in _SETTING_FLAGS if name in rest}
     overrides["model"] = runtime
@@ -214,6 +217,7 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
         settings = load_tree_settings(config_file, os.environ, overrides)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    boot_peers = bootstrap_peers(bootstrap, settings.bootstrap)
     if settings.storage != "ipfs":
         raise click.UsageError(
             f"STORAGE: {settings.storage!r} only works inside `gridd lab`; start_worker uses ipfs")
@@ -242,6 +246,7 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
     try:
         client = KuboClient(api, timeout=max(30.0, settings.timeout))
         client.id()
+        keep_bootstrap(api, boot_peers)  # before the genesis: it may come from those peers
         # this peer's own identity on the daemon (other peers and notebooks may share it)
         broker = IpfsBroker(client, claim_role_key(client, "tree"))
         if create_genesis:

@@ -56,6 +56,7 @@ class TreeSettings:
     retention_own: int = 10
     retention_interval: float = 60.0
     log_compact_bytes: int = 16 * 1024 * 1024
+    bootstrap: str = ""  # multiaddrs to keep connected, comma/space separated (GRIDD_BOOTSTRAP)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -110,6 +111,12 @@ class TreeSettings:
         _int_range("RETENTION_OWN", self.retention_own, -1, 1_000_000)
         _positive("RETENTION_INTERVAL", self.retention_interval)
         _int_range("LOG_COMPACT_BYTES", self.log_compact_bytes, 0, 1 << 40)
+        from gridd.ipfs.bootstrap import parse_bootstrap
+
+        try:
+            parse_bootstrap([self.bootstrap])
+        except ValueError as e:
+            raise ValueError(f"BOOTSTRAP: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,6 +168,8 @@ def _convert(name: str, raw: Any, source: str) -> Any:
     word = str(raw).strip().lower() if isinstance(raw, (str, bool)) else None
     if word is not None and word in words:
         return words[word]
+    if name == "bootstrap" and isinstance(raw, (list, tuple)):  # YAML list of multiaddrs
+        return " ".join(str(a) for a in raw)
     if raw is None:
         if "None" in field_type:
             return None
