@@ -203,6 +203,9 @@ def _register_mode_commands() -> None:
     from gridd import storage_cli
 
     storage_cli.register(main)
+    from gridd.web import cli as web_cli
+
+    web_cli.register(main)
 
 
 def start_worker_main() -> Any:

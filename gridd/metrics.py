@@ -6,6 +6,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 TRAINING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
+# Known label values, exported at 0 from the start: a dashboard's per-reason panel then
+# shows 0 instead of "no data" on a healthy node (and its query can be checked).
+INBOX_DROP_REASONS = ("oversized", "rate", "sender_share", "full")
+PUBLISH_ERROR_REASONS = ("oversized", "queue_full", "error")
+FETCH_REFUSED_REASONS = ("duplicate", "queue_full", "sender_queue_full")
+TX_REJECT_REASONS = ("malformed", "unsigned", "bad_signature", "bad_issuer", "bad_record",
+                     "bad_parent", "unavailable", "unavailable_parent")
+
+
+def _zero(counter: Counter, reasons: tuple[str, ...]) -> Counter:
+    for reason in reasons:
+        counter.labels(reason=reason)
+    return counter
+
 
 class RuntimeMetrics:
     """The node runtime (gridd.runtime): what the network sent and what was refused.
@@ -19,10 +33,10 @@ class RuntimeMetrics:
         self.messages_handled = Counter(
             "gridd_messages_handled", "Pubsub messages handled by the node loop", registry=r
         )
-        self.messages_dropped = Counter(
+        self.messages_dropped = _zero(Counter(
             "gridd_inbox_dropped", "Pubsub messages refused before queueing (oversized, rate, "
             "sender_share, full)", ["reason"], registry=r,
-        )
+        ), INBOX_DROP_REASONS)
         self.inbox_bytes = Gauge("gridd_inbox_bytes", "Bytes waiting in the inbox", registry=r)
         self.handler_errors = Counter(
             "gridd_handler_errors", "Unexpected errors while handling a message", registry=r
@@ -37,14 +51,14 @@ class RuntimeMetrics:
         self.redials = Counter(
             "gridd_peer_redials", "Connections re-dialled to peers seen on our topics", registry=r
         )
-        self.publish_errors = Counter(
+        self.publish_errors = _zero(Counter(
             "gridd_publish_errors", "Publishes that failed or were dropped", ["reason"],
             registry=r,
-        )
-        self.fetch_refused = Counter(
+        ), PUBLISH_ERROR_REASONS)
+        self.fetch_refused = _zero(Counter(
             "gridd_fetch_refused", "Fetches not queued (duplicate, queue_full, "
             "sender_queue_full)", ["reason"], registry=r,
-        )
+        ), FETCH_REFUSED_REASONS)
         self.fetch_seconds = Histogram(
             "gridd_fetch_seconds", "Time of one fetch in the fetch pool",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120), registry=r,
@@ -129,9 +143,9 @@ class TreeMetrics:
         self.tx_published = Counter(
             "gridd_tx_published", "Transactions this peer published", registry=r
         )
-        self.tx_rejected = Counter(
+        self.tx_rejected = _zero(Counter(
             "gridd_tx_rejected", "Transactions or messages rejected", ["reason"], registry=r
-        )
+        ), TX_REJECT_REASONS)
         self.trainings = Counter("gridd_trainings", "Local trainings run", registry=r)
         self.training_seconds = Histogram(
             "gridd_training_seconds", "Wall time of one local training", buckets=TRAINING_BUCKETS,
