@@ -198,6 +198,11 @@ def configure_logging(settings: TreeSettings) -> None:
                    "~/.gridd/tree, then /<genesis>/<peer id>); one process per directory.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics on this port (0 picks one).")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the live web view of the tangle on this port (0 picks one; off "
+                   "by default).")
+@click.option("--web-host", default="127.0.0.1", show_default=True,
+              help="Address the web view binds to.")
 @click.option("--seed", type=int, default=None, help="Seed of tip selection and training.")
 @click.option("--duration", type=float, default=None,
               help="Stop after this many seconds (default: run until Ctrl-C / SIGTERM).")
@@ -207,7 +212,8 @@ def configure_logging(settings: TreeSettings) -> None:
 @_recipe_options
 def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, observer: bool,
                 config_file: str | None, state_dir: str | None, metrics_port: int | None,
-                seed: int | None, duration: float | None, api: str, runtime: str | None,
+                seed: int | None, duration: float | None, web_port: int | None,
+                web_host: str, api: str, runtime: str | None,
                 model_spec: str | None, init_seed: int | None, bootstrap: tuple[str, ...],
                 **rest: Any) -> None:
     """Join a tangle: train on your own data and share model updates, without a server."""
@@ -288,6 +294,7 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
     if metrics_port is not None:
         port = serve(metrics.registry, metrics_port)
         click.echo(f"metrics on http://127.0.0.1:{port}/metrics", err=True)
+    web = _start_web(peer, web_host, web_port) if web_port is not None else None
     click.echo(f"peer {peer.peer_id} joined tangle {genesis_id} "
                f"({len(peer.tangle)} transactions, state in {directory})", err=True)
     stop = threading.Event()
@@ -301,11 +308,32 @@ def tree_worker(genesis_id: str | None, create_genesis: bool, data: str | None, 
     try:
         peer.run(stop)
     finally:
+        if web is not None:
+            web.close()
         peer.close()
         state_lock.release()
         click.echo(f"stopped after {time.monotonic() - started:.0f}s: "
                    f"{len(peer.tangle)} transactions, {peer.counters.published} published",
                    err=True)
+
+
+def _start_web(peer: Any, host: str, port: int) -> Any:
+    """The web view of this peer's tangle (gridd.web): the feed refreshes as a node tick,
+    on the peer's own thread; the server answers from its own threads."""
+    from gridd.web.feed import TangleFeed
+    from gridd.web.server import WebView
+
+    feed = TangleFeed(peer)
+    feed.refresh(force=True)
+    try:
+        web = WebView(feed, host=host, port=port,
+                      title=f"peer {peer.peer_id[:16]}").start()
+    except OSError as e:
+        peer.close()
+        raise click.ClickException(f"--web-port: cannot serve on {host}:{port}: {e}") from None
+    peer.node.every(feed.min_interval, feed.refresh, name="web")
+    click.echo(f"view on {web.url}", err=True)
+    return web
 
 
 @click.command("genesis")

@@ -37,6 +37,8 @@ def test_kubo_lab_runs_peers_reports_and_cleans_up(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "3 peers running; metrics:" in run.stdout + run.stderr
+    assert "view: http://127.0.0.1:" in run.stdout + run.stderr  # on by default
+    assert out.with_suffix(".png").exists()
     assert "final consensus accuracy:" in run.stdout
     result = json.loads(out.read_text())
     assert result["options"]["transport"] == "ipfs" and result["client_epochs"] >= 12
