@@ -54,9 +54,10 @@ from gridd.bench import RESULTS_DIR, table
               help="Address the web view binds to (0.0.0.0 shows it to your network).")
 @click.option("--keep-web", is_flag=True,
               help="Keep serving the view after the lab ends, until Ctrl-C.")
-@click.option("--prometheus-targets", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Write the peers' (and Kubo daemons') metrics endpoints "
-                                 "here as a Prometheus file_sd list (configs/prometheus.yml).")
+@click.option("--prometheus-targets", type=click.Path(path_type=Path), default=None,
+              help="Write the peers' (and Kubo daemons') metrics endpoints to this file as "
+                   "a Prometheus file_sd list (a directory: <dir>/lab.json); "
+                   "configs/prometheus.yml reads configs/targets/.")
 def lab(out: Path | None, web_port: int, no_web: bool, web_host: str, keep_web: bool,
         prometheus_targets: Path | None, **kw: object) -> None:
     """Run N peers on this machine on a shared tangle and print consensus accuracy over time.
@@ -80,6 +81,8 @@ def lab(out: Path | None, web_port: int, no_web: bool, web_host: str, keep_web: 
                         opts.attack)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if prometheus_targets is not None and prometheus_targets.is_dir():
+        prometheus_targets = prometheus_targets / "lab.json"
     if keep_web and no_web:
         raise click.UsageError("--keep-web needs the web view (drop --no-web)")
     bar = tqdm(total=opts.budget, unit="epoch", desc=f"lab ({opts.transport})")

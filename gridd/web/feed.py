@@ -219,9 +219,10 @@ class TangleFeed:
             VALIDATION if peer.dataset is not None else SELF_REPORTED)
         ratio = peer.settings.vet_ratio
         vetted: dict[str, int] = {}
-        if peer.dataset is not None:
-            for row in self.rows:
-                if vetted_out(row, self.rows, self.measured, ratio):
+        if peer.dataset is not None:  # O(measured), not O(tangle): few are measured
+            for tx_id in list(self.measured):
+                row = self._row(tx_id)
+                if row and vetted_out(row, self.rows, self.measured, ratio):
                     vetted[row["issuer"]] = vetted.get(row["issuer"], 0) + 1
         seen = dict(peer.counters.peers_seen)
         names = set(self._issuers) | set(seen)

@@ -18,9 +18,11 @@ def lab(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_lab_writes_png_baseline_and_targets(tmp_path: Path) -> None:
     out = tmp_path / "lab.json"
-    targets = tmp_path / "targets" / "lab.json"
+    folder = tmp_path / "targets"  # a directory, as configs/targets/ in the README
+    folder.mkdir()
     run = lab("--peers", "3", "--client-epochs", "30", "--out", str(out),
-              "--prometheus-targets", str(targets))
+              "--prometheus-targets", str(folder))
+    targets = folder / "lab.json"
     assert run.returncode == 0, run.stderr[-3000:]
     assert "view: http://127.0.0.1:" in run.stdout + run.stderr
     result = json.loads(out.read_text())
