@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 TRAINING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -179,7 +181,13 @@ class TreeMetrics:
         self.runtime = RuntimeMetrics(r)
 
 
-def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:
-    """Expose a registry on http://addr:port/metrics; port 0 picks a free one. Returns the port."""
+METRICS_ADDR_ENV = "GRIDD_METRICS_ADDR"
+
+
+def serve(registry: CollectorRegistry, port: int, addr: str | None = None) -> int:
+    """Expose a registry on http://addr:port/metrics; port 0 picks a free one. Returns the port.
+    addr: default $GRIDD_METRICS_ADDR, else 127.0.0.1 (containers set 0.0.0.0, so that a
+    Prometheus beside them can scrape)."""
+    addr = addr or os.environ.get(METRICS_ADDR_ENV) or "127.0.0.1"
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     return int(server.server_address[1])

@@ -246,7 +246,10 @@ def start_keeper(api: str | None, peers: Sequence[BootstrapPeer]) -> BootstrapKe
     """Start a BootstrapKeeper on the daemon at `api` (None when the list is empty)."""
     if not peers:
         return None
-    return BootstrapKeeper(KuboClient(api, timeout=15.0), peers).start()
+    client = KuboClient(api, timeout=15.0)
+    own = client.id().peer_id  # one list for a whole group names us too: skip ourselves
+    others = [p for p in peers if p.peer_id != own]
+    return BootstrapKeeper(client, others).start() if others else None
 
 
 # -- the daemon's own peering (bin/start_ipfs) -------------------------------------------------

@@ -206,6 +206,8 @@ def container(repo: str | None) -> None:
                      "Swarm.Transports.Network.WebTransport": False,
                      "Swarm.Transports.Network.WebRTCDirect": False})
     _edit_config(daemon.repo, edit)
+    own = json.loads((daemon.repo / "config").read_text())["Identity"]["PeerID"]
+    peers = [p for p in peers if p.peer_id != own]  # the bootstrap peer shares the group's list
     if peers:
         write_peering_config(str(daemon.repo / "config"), peers)
     click.echo(f"repo {daemon.repo} ready: peer {edit.get('Identity.PeerID', '(own id)')}, "
