@@ -4,7 +4,10 @@
 # them instead of a worker (e.g. `gridd ipfs status`) once Kubo is up.
 #
 #   GRIDD_MODE            tree | compute                                  (default tree)
-#   GRIDD_BOOTSTRAP       multiaddrs to keep connected, comma/space separated
+#   GRIDD_BOOTSTRAP       multiaddrs to keep connected, comma/space separated; or
+#   GRIDD_BOOTSTRAP_ID    the bootstrap peer's id, at /dns4/$GRIDD_BOOTSTRAP_HOST/tcp/4001
+#   GRIDD_BOOTSTRAP_HOSTNAME  the host name of the bootstrap peer (e.g. gridd-tree-0): only it
+#                         uses GRIDD_IPFS_IDENTITY and GRIDD_CREATE_GENESIS
 #   GRIDD_IPFS_IDENTITY   fixed Kubo identity (python -m gridd.ipfs.repo_setup keygen)
 #   GRIDD_NETWORK         private (no public bootstrap/routers) | public  (default public)
 #   GRIDD_METRICS_PORT    Prometheus metrics port                         (default 9100)
@@ -23,6 +26,14 @@
 set -eu
 log() { echo "gridd-entrypoint: $*" >&2; }
 
+# One Secret and ConfigMap for a whole StatefulSet: only the pod named GRIDD_BOOTSTRAP_HOSTNAME
+# takes the fixed identity and creates the tangle; everyone's list names that peer.
+if [ -n "${GRIDD_BOOTSTRAP_HOSTNAME:-}" ] && [ "$(hostname)" != "$GRIDD_BOOTSTRAP_HOSTNAME" ]; then
+  unset GRIDD_IPFS_IDENTITY GRIDD_CREATE_GENESIS
+fi
+if [ -z "${GRIDD_BOOTSTRAP:-}" ] && [ -n "${GRIDD_BOOTSTRAP_ID:-}" ]; then
+  export GRIDD_BOOTSTRAP="/dns4/${GRIDD_BOOTSTRAP_HOST:-gridd-bootstrap}/tcp/4001/p2p/$GRIDD_BOOTSTRAP_ID"
+fi
 python -m gridd.ipfs.repo_setup container
 gridd ipfs start
 mode="${GRIDD_MODE:-tree}"
