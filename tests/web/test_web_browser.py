@@ -144,4 +144,13 @@ def test_hover_shows_details_and_screenshot(lab_view: LabView, page: object) -> 
     shot = SHOTS / "view.png"
     pg.screenshot(path=str(shot), full_page=True)  # type: ignore[attr-defined]
     assert shot.stat().st_size > 50_000
+    pg.select_option("#window", "500")  # type: ignore[attr-defined]
+    pg.select_option("#xaxis", "height")  # type: ignore[attr-defined]
+    heights = sorted(lab_view.lab.observer.tangle.height(tx.id)
+                     for tx in lab_view.lab.observer.tangle.transactions())
+    pg.wait_for_function(  # type: ignore[attr-defined]
+        "(top) => { const d = document.getElementById('tangle').data;"
+        f" return d && d[3].x.length === {count} && Math.max(...d[3].x) === top; }}",
+        arg=heights[-1], timeout=5_000)
+    pg.screenshot(path=str(SHOTS / "view-height.png"), full_page=True)  # type: ignore
     assert pg.problems == []  # type: ignore[attr-defined]

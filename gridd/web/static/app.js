@@ -10,6 +10,7 @@ const state = {
   rows: [], start: 0, cursor: null, count: 0, tips: new Set(), reference: new Set(),
   viewer: "", source: "self-reported", vetRatio: 0, window: 500, replay: null,
   lanes: new Map(), byId: new Map(), hovered: null, pinned: null, errors: 0, drawnKey: "",
+  xaxis: "time",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -94,7 +95,7 @@ function vetted(row) {
 function drawTangle() {
   const rows = visibleRows();
   const key = [rows.length, state.cursor, [...state.tips].join(), [...state.reference].join(),
-    state.hovered, state.pinned, state.vetRatio, rows.filter((r) => r.measured != null).length].join("|");
+    state.hovered, state.pinned, state.vetRatio, state.xaxis, rows.filter((r) => r.measured != null).length].join("|");
   if (key === state.drawnKey) return;
   state.drawnKey = key;
   const pos = new Map();
@@ -102,7 +103,7 @@ function drawTangle() {
     custom = [];
   for (const r of rows) {
     const lane = state.lanes.get(r.issuer);
-    const t = new Date(r.t * 1000);
+    const t = state.xaxis === "height" ? r.h : new Date(r.t * 1000);
     pos.set(r.i, [t, lane]);
     x.push(t); y.push(lane);
     const acc = accuracyOf(r);
@@ -158,8 +159,9 @@ function drawTangle() {
         "<br>accuracy %{customdata[3]}<br>parents %{customdata[4]}<br>weights %{customdata[5]}<extra></extra>" },
   ];
   const layout = {
-    margin: { l: 150, r: 10, t: 10, b: 40 }, hovermode: "closest", uirevision: "tangle",
-    xaxis: { title: { text: "time the transaction was issued" }, gridcolor: "#eef0f5" },
+    margin: { l: 150, r: 10, t: 10, b: 40 }, hovermode: "closest", uirevision: state.xaxis,
+    xaxis: { title: { text: state.xaxis === "height" ? "height (longest path to the genesis)" :
+      "time the transaction was issued" }, gridcolor: "#eef0f5", autorange: true },
     yaxis: { tickvals: lanes.map((_, i) => i), ticktext: lanes.map((s) => esc(short(s, 18))),
       range: [-0.7, Math.max(lanes.length - 0.3, 0.7)], gridcolor: "#eef0f5", zeroline: false },
     paper_bgcolor: "#fff", plot_bgcolor: "#fbfcfe", font: { size: 11 },
@@ -390,6 +392,10 @@ function init() {
   $("window").addEventListener("change", (ev) => {
     state.window = Number(ev.target.value); state.cursor = null; state.replay = null;
     pollTangle();
+  });
+  $("xaxis").addEventListener("change", (ev) => {
+    state.xaxis = ev.target.value;
+    Plotly.relayout("tangle", { "xaxis.autorange": true }).then(drawTangle);
   });
   $("replay").addEventListener("input", (ev) => {
     const v = Number(ev.target.value);
