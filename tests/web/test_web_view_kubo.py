@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gridd.compute.local import WorkerProcess
 from gridd.data import Dataset, load_digits_split
 from gridd.ipfs.cluster import LocalCluster
 from gridd.lab.options import digits_recipe
@@ -41,6 +42,7 @@ class Publisher:
                              settings=settings, seed=0, prefer="numpy", metrics=TreeMetrics())
         self.peer.open()
         self.api = cluster.daemons[0].api_address() or ""
+        self.topic = f"gridd-test-view-{os.getpid()}-{int(time.time())}"
 
     def publish(self, transactions: int) -> None:
         target = len(self.peer.tangle) + transactions
@@ -78,9 +80,11 @@ def publisher() -> Iterator[Publisher]:
         cluster.stop()
 
 
-def gridd(home: Path, *args: str) -> subprocess.Popen[str]:
+def gridd(home: Path, *args: str, topic: str = "") -> subprocess.Popen[str]:
     env = {**os.environ, "GRIDD_HOME": str(home), "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if topic:
+        env["GRIDD_COMPUTE_TOPIC"] = topic
     return subprocess.Popen([sys.executable, "-m", "gridd", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -98,8 +102,9 @@ def test_view_png(publisher: Publisher, tmp_path: Path) -> None:
 
 
 def test_view_serves_the_tangle_and_workers(publisher: Publisher, tmp_path: Path) -> None:
+    worker = WorkerProcess(publisher.api, publisher.topic).start(tmp_path)
     proc = gridd(tmp_path / "home", "view", "--genesis", publisher.genesis_id, "--api",
-                 publisher.api, "--web-port", "0", "--duration", "120")
+                 publisher.api, "--web-port", "0", "--duration", "120", topic=publisher.topic)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -118,12 +123,21 @@ def test_view_serves_the_tangle_and_workers(publisher: Publisher, tmp_path: Path
         assert [t["id"] for t in tangle["transactions"]] == [
             tx.id for tx in publisher.peer.tangle.transactions()]
         assert tangle["accuracy_source"] == "self-reported"  # no --validation
-        jobs = httpx.get(url + "api/jobs", timeout=5).json()["sections"]
-        assert set(jobs) == {"compute_workers", "compute_jobs"}
+        worker.wait_ready()
+
+        def worker_listed() -> bool:
+            jobs = httpx.get(url + "api/jobs", timeout=5).json()["sections"]
+            assert set(jobs) == {"compute_workers", "compute_jobs"}
+            return len(jobs["compute_workers"]["rows"]) == 1
+
+        publisher.step_while(proc, worker_listed, 60)  # from the worker's ads
+        row = httpx.get(url + "api/jobs", timeout=5).json()["sections"]["compute_workers"]
+        assert row["rows"][0]["slots"] >= 1 and row["rows"][0]["peer_id"].startswith("12D3")
         assert httpx.get(url, timeout=5).status_code == 200
     finally:
         proc.terminate()
         proc.wait(30)
+        worker.stop()
     assert proc.returncode == 0, proc.stderr.read()[-3000:]  # type: ignore[union-attr]
 
 
