@@ -28,6 +28,7 @@ from typing import Any
 
 from gridd.tree.peer import TreePeer
 
+MAX_CLOCK_AHEAD = 600.0  # seconds: issue times further ahead are drawn at now + this
 MAX_CONSENSUS_POINTS = 2_000
 MAX_LAB_POINTS = 5_000
 MAX_REJECTED_SHOWN = 50
@@ -152,8 +153,13 @@ class TangleFeed:
                 or not math.isfinite(reported):
             reported = None
         links = [tangle.index_of(p) for p in tx.parents if p in tangle]
+        # created_at is the issuer's claim: a time far in the future (or before 1970) would
+        # squeeze everyone else's transactions into a corner of the time axis, so it is
+        # drawn at the nearest sane time and the claim kept next to it.
+        shown = min(max(tx.created_at, 0.0), self.clock() + MAX_CLOCK_AHEAD)
         self.rows.append({
-            "i": node, "id": tx.id, "issuer": tx.issuer, "t": tx.created_at,
+            "i": node, "id": tx.id, "issuer": tx.issuer, "t": shown,
+            "t_claimed": None if shown == tx.created_at else tx.created_at,
             "parents": list(tx.parents), "p": links, "h": tangle.height(tx.id),
             "cid": tx.weights_cid, "reported": reported,
             "epochs": tx.metadata.get("client_epochs"),
@@ -163,7 +169,7 @@ class TangleFeed:
         if stats is None:
             stats = self._issuers[tx.issuer] = _IssuerStats()
         stats.transactions += 1
-        stats.last_tx, stats.last_time, stats.last_accuracy = tx.id, tx.created_at, reported
+        stats.last_tx, stats.last_time, stats.last_accuracy = tx.id, shown, reported
         if node > 0:
             self._unscored.append(tx.id)
 

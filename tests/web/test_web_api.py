@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -149,3 +150,27 @@ def test_watching_does_not_change_a_seeded_lab() -> None:
             lab.close()
 
     assert run(True) == run(False)
+
+
+def test_an_absurd_issue_time_is_drawn_at_a_sane_one() -> None:
+    """created_at is the issuer's claim; a year-33000 transaction must not stretch the axis."""
+    from tangle import Transaction
+
+    view = open_lab_view(peers=2, seed=4)
+    try:
+        view.grow(2)
+        tangle = view.lab.observer.tangle
+        parent = tangle.tips()[0]
+        future = Transaction.create([parent], tangle[parent].weights_cid, "liar", 1e12,
+                                    metadata={"accuracy": 0.99})
+        past = Transaction.create([parent], tangle[parent].weights_cid, "liar", -5.0)
+        tangle.add(future)
+        tangle.add(past)
+        view.feed.refresh(force=True)
+        rows = {t["id"]: t for t in get(view, "/api/tangle").json()["transactions"]}
+        assert rows[future.id]["t_claimed"] == 1e12
+        assert rows[future.id]["t"] <= time.time() + 600
+        assert rows[past.id]["t"] == 0.0 and rows[past.id]["t_claimed"] == -5.0
+        assert rows[parent]["t_claimed"] is None
+    finally:
+        view.close()

@@ -179,7 +179,8 @@ function showDetails(row) {
   const approvers = state.rows.filter((r) => r.p.includes(row.i)).map((r) => short(r.id, 12));
   const items = [
     ["id", row.id], ["issuer", row.issuer + (row.own ? " (this viewer)" : "")],
-    ["time", new Date(row.t * 1000).toLocaleString()], ["height", row.h],
+    ["time", new Date(row.t * 1000).toLocaleString() + (row.t_claimed == null ? "" :
+      ` (claims ${row.t_claimed}: drawn at the nearest sane time)`)], ["height", row.h],
     ["parents", row.parents.map((p) => short(p, 12)).join(", ") || "none (genesis)"],
     ["approved by", approvers.join(", ") || "nobody yet (a tip)"],
     ["accuracy (validation)", pct(row.measured)], ["accuracy (self-reported)", pct(row.reported)],
