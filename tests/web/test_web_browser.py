@@ -154,3 +154,39 @@ def test_hover_shows_details_and_screenshot(lab_view: LabView, page: object) -> 
         arg=heights[-1], timeout=5_000)
     pg.screenshot(path=str(SHOTS / "view-height.png"), full_page=True)  # type: ignore
     assert pg.problems == []  # type: ignore[attr-defined]
+
+
+def test_thousands_of_transactions_draw_with_webgl(page: object) -> None:
+    """Past GL_ABOVE points the tangle is drawn with WebGL traces: all of the window is
+    drawn, hovering still shows details, and nothing errs."""
+    from gridd.bench.view import _filled_peer
+    from gridd.web.feed import TangleFeed
+    from gridd.web.server import WebView
+
+    peer = _filled_peer(3_000)
+    feed = TangleFeed(peer)
+    feed.refresh(force=True)
+    pg = page
+    try:
+        with WebView(feed) as view:
+            pg.goto(view.url)  # type: ignore[attr-defined]
+            pg.select_option("#window", "2000")  # type: ignore[attr-defined]
+            pg.wait_for_function(  # type: ignore[attr-defined]
+                "(() => { const d = document.getElementById('tangle').data;"
+                " return d && d[3].type === 'scattergl' && d[3].x.length === 2000; })()",
+                timeout=20_000)
+            ids = pg.evaluate(  # type: ignore[attr-defined]
+                "document.getElementById('tangle').data[3].customdata.map(c => c[0])")
+            tangle = peer.tangle
+            assert ids == [tangle.tx_at(i).id[:16] for i in range(1_000, 3_000)]
+            box = pg.locator("#tangle .nsewdrag").first.bounding_box()  # type: ignore
+            assert box is not None
+            pg.mouse.move(box["x"] + box["width"] * 0.6,  # type: ignore[attr-defined]
+                          box["y"] + box["height"] * 0.5, steps=4)
+            pg.wait_for_function(  # type: ignore[attr-defined]
+                "document.getElementById('details').dataset.tx !== undefined", timeout=5_000)
+            shown = pg.evaluate("document.getElementById('details').dataset.tx")  # type: ignore
+            assert shown in tangle
+            assert pg.problems == []  # type: ignore[attr-defined]
+    finally:
+        peer.close()

@@ -5,6 +5,7 @@
 "use strict";
 
 const POLL_MS = 1000;
+const GL_ABOVE = 1500;  // more points than this: WebGL traces (SVG redraws take ~0.7 s at 5k)
 const SIDE_MS = 3000;
 const state = {
   rows: [], start: 0, cursor: null, count: 0, tips: new Set(), reference: new Set(),
@@ -92,6 +93,12 @@ function vetted(row) {
   return best != null && row.measured < state.vetRatio * best;
 }
 
+function colourSource(rows) {
+  const measured = rows.filter((r) => r.measured != null).length;
+  if (measured === rows.length) return "validation";
+  return measured ? "validation where measured,<br>else self-reported" : "self-reported";
+}
+
 function drawTangle() {
   const rows = visibleRows();
   const key = [rows.length, state.cursor, [...state.tips].join(), [...state.reference].join(),
@@ -143,17 +150,18 @@ function drawTangle() {
     }
   }
   const lanes = [...state.lanes.keys()];
+  const kind = rows.length > GL_ABOVE ? "scattergl" : "scatter";
   const traces = [
-    { type: "scatter", mode: "lines", x: ex, y: ey, hoverinfo: "skip", showlegend: false,
+    { type: kind, mode: "lines", x: ex, y: ey, hoverinfo: "skip", showlegend: false,
       line: { color: "rgba(90,100,125,0.28)", width: 1 } },
-    { type: "scatter", mode: "lines", x: hx, y: hy, hoverinfo: "skip", showlegend: false,
+    { type: kind, mode: "lines", x: hx, y: hy, hoverinfo: "skip", showlegend: false,
       line: { color: "#f08c00", width: 3 }, name: "approves" },
-    { type: "scatter", mode: "lines", x: ax, y: ay, hoverinfo: "skip", showlegend: false,
+    { type: kind, mode: "lines", x: ax, y: ay, hoverinfo: "skip", showlegend: false,
       line: { color: "#2f6fde", width: 3 }, name: "approved by" },
-    { type: "scatter", mode: "markers", x, y, customdata: custom, showlegend: false,
+    { type: kind, mode: "markers", x, y, customdata: custom, showlegend: false,
       marker: { color, size, symbol, cmin: 0, cmax: 1, colorscale: "Viridis",
         line: { color: lineColor, width: lineWidth },
-        colorbar: { title: { text: "accuracy<br>(" + esc(state.source) + ")", side: "right" },
+        colorbar: { title: { text: "accuracy<br>(" + colourSource(rows) + ")", side: "right" },
           thickness: 12, len: 0.9 } },
       hovertemplate: "<b>%{customdata[0]}</b><br>issuer %{customdata[1]}<br>%{customdata[2]}" +
         "<br>accuracy %{customdata[3]}<br>parents %{customdata[4]}<br>weights %{customdata[5]}<extra></extra>" },
