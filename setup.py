@@ -20,6 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["gridd", "gridd.*", "tangle", "tangle.*"]),
+    package_data={"gridd.web": ["static/*"]},  # the web view's page, JS and CSS
     install_requires=requirements,
     extras_require={
         # Jupyter: RemoteHistory/SweepResult.plot() draw with matplotlib; with ipywidgets
