@@ -61,6 +61,16 @@ def test_compose_lab_converges(image: str, tmp_path: Path) -> None:
         wait_until("three peers on one tangle, seen by Prometheus", converged, 420, logs)
         for i in range(3):  # the image's HEALTHCHECK: `gridd ipfs status`
             podman("healthcheck", "run", f"{project}_tree{i}_1")
+        # tree1 and tree2 were given only tree0: they found each other through the tangle's
+        # topic (Kubo's pubsub discovery over the cluster's DHT), so the mesh is complete
+        ids = {i: podman("exec", f"{project}_tree{i}_1", "ipfs", "id", "-f", "<id>").strip()
+               for i in range(3)}
+
+        def meshed() -> bool:
+            peers = podman("exec", f"{project}_tree1_1", "gridd", "peers", check=False)
+            return ids[0] in peers and ids[2] in peers
+
+        wait_until("tree1 connected to tree2 as well as tree0", meshed, 60)
         genesis = podman("exec", f"{project}_tree0_1", "cat", "/shared/genesis").strip()
         for i in (1, 2):
             assert f"joined tangle {genesis}" in podman("logs", f"{project}_tree{i}_1")
