@@ -126,5 +126,19 @@ def test_start_ipfs_bootstrap_writes_kubo_peering_and_connects(
         assert peers == [{"ID": boot_id, "Addrs": [boot_addr.rsplit("/p2p/", 1)[0]]}]
         with KuboClient((repo / "api").read_text().strip()) as mc:
             assert connected(mc, boot_id)
+            # no gridd process runs now: Kubo's own peering re-dials the restarted peer
+            boot.stop()
+            wait_until("the loss of the bootstrap peer", lambda: not connected(mc, boot_id))
+            boot.start().close()
+            wait_until("Kubo to re-dial its peering peer", lambda: connected(mc, boot_id),
+                       timeout=90.0)
+        # and a restart of this daemon, without --bootstrap, peers from its config
+        subprocess.run([BIN / "gridd", "ipfs", "stop", "--repo", str(repo)], timeout=60,
+                       check=True)
+        again = _start_ipfs(tmp_path)
+        assert again.returncode == 0, again.stderr
+        with KuboClient((repo / "api").read_text().strip()) as mc:
+            wait_until("the restarted daemon to peer again", lambda: connected(mc, boot_id),
+                       timeout=90.0)
     finally:
         subprocess.run([BIN / "gridd", "ipfs", "stop", "--repo", str(repo)], timeout=60)
