@@ -3,7 +3,7 @@
 # pubsub, then run start_worker in the mode the environment asks for. With arguments, runs
 # them instead of a worker (e.g. `gridd ipfs status`) once Kubo is up.
 #
-#   GRIDD_MODE            tree | compute                                  (default tree)
+#   GRIDD_MODE            tree | compute | view (the web view of a tangle) (default tree)
 #   GRIDD_BOOTSTRAP       multiaddrs to keep connected, comma/space separated; or
 #   GRIDD_BOOTSTRAP_ID    the bootstrap peer's id, at /dns4/$GRIDD_BOOTSTRAP_HOST/tcp/4001
 #   GRIDD_BOOTSTRAP_HOSTNAME  the host name of the bootstrap peer (e.g. gridd-tree-0): only it
@@ -23,6 +23,7 @@
 #   TRAINING_INTERVAL, ACTIVE_QUOTA, NUM_OF_TIPS, ... (the IPFS Learning Tangle's names),
 #   or GRIDD_OBSERVER=1 to follow without data
 # compute mode: GRIDD_SLOTS (default 1), GRIDD_ACCEPT_FROM (peer ids, space separated)
+# view mode: the tree mode's genesis variables, GRIDD_WEB_PORT (default 9000)
 set -eu
 log() { echo "gridd-entrypoint: $*" >&2; }
 
@@ -45,8 +46,8 @@ case "$mode" in
     set -- --compute --metrics-port "$metrics" --slots "${GRIDD_SLOTS:-1}"
     for peer in ${GRIDD_ACCEPT_FROM:-}; do set -- "$@" --accept-from "$peer"; done
     exec start_worker "$@" ;;
-  tree) ;;
-  *) log "GRIDD_MODE must be tree or compute, not '$mode'"; exit 2 ;;
+  tree|view) ;;
+  *) log "GRIDD_MODE must be tree, compute or view, not '$mode'"; exit 2 ;;
 esac
 
 publish_genesis() {  # atomically, so a reader never sees half an id
@@ -75,6 +76,9 @@ if [ -n "$file" ]; then
 fi
 [ -n "$genesis" ] || { log "tree mode needs GRIDD_GENESIS (or GRIDD_CREATE_GENESIS)"; exit 2; }
 
+if [ "$mode" = view ]; then  # the web view of the tangle (no training), on all interfaces
+  exec gridd view --genesis "$genesis" --web-host 0.0.0.0 --web-port "${GRIDD_WEB_PORT:-9000}"
+fi
 set -- --tree --genesis "$genesis" --metrics-port "$metrics"
 if [ -n "${GRIDD_DATA:-}" ]; then
   set -- "$@" --data "$GRIDD_DATA"

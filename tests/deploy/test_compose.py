@@ -1,6 +1,6 @@
 """deploy/compose.yaml with podman-compose, as README's "Run on several machines" runs it:
 three tree peers bootstrap from tree0, train one tangle and converge; Prometheus scrapes them;
-the containers report healthy."""
+the web view shows the same tangle; the containers report healthy."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def test_compose_lab_converges(image: str, tmp_path: Path) -> None:
                           capture_output=True, text=True, check=True).stdout
     env_file.write_text(keys)
     project = f"gridd-test-{uuid.uuid4().hex[:8]}"
-    prom = free_port()
+    prom, web = free_port(), free_port()
     base = [*COMPOSE, "--env-file", str(env_file), "-p", project]
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "GRIDD_PROMETHEUS_PORT": str(prom),
-           "GRIDD_IMAGE": image}
+           "GRIDD_WEB_PORT": str(web), "GRIDD_IMAGE": image}
     up = subprocess.run([*base, "up", "-d"], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=300)
     try:
@@ -74,6 +74,17 @@ def test_compose_lab_converges(image: str, tmp_path: Path) -> None:
         genesis = podman("exec", f"{project}_tree0_1", "cat", "/shared/genesis").strip()
         for i in (1, 2):
             assert f"joined tangle {genesis}" in podman("logs", f"{project}_tree{i}_1")
+
+        def viewed() -> dict | None:  # the web view follows the same tangle from its container
+            try:
+                out = httpx.get(f"http://127.0.0.1:{web}/api/summary", timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                return None
+            return out if out.get("transactions", 0) >= 10 else None
+
+        wait_until("the web view to show the tangle", viewed, 180,
+                   lambda: podman("logs", "--tail", "20", f"{project}_web_1", check=False))
+        assert viewed()["genesis"] == genesis  # type: ignore[index]
     finally:
         subprocess.run([*base, "down", "-v"], cwd=ROOT, env=env, capture_output=True,
                        timeout=300)
