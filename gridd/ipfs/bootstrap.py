@@ -291,9 +291,12 @@ def wait_connected(client: KuboClient, peers: Sequence[BootstrapPeer],
     """Dial each peer once now (Kubo's peering may wait seconds before its first attempt),
     then poll until every peer is connected or `timeout` passes; returns those missing."""
     deadline = time.monotonic() + timeout
-    for p in peers:
+    for p in peers:  # one dial each, all within the deadline (a dead peer can hang a dial)
+        left = min(10.0, deadline - time.monotonic())
+        if left < 0.5:
+            break
         try:
-            client.swarm_connect_peer(p.peer_id, p.addrs, timeout=max(1.0, min(timeout, 10.0)))
+            client.swarm_connect_peer(p.peer_id, p.addrs, timeout=left)
         except (IPFSError, httpx.HTTPError) as e:
             log.debug("bootstrap: first dial of %s failed: %s", p.peer_id, e)
     missing = list(peers)

@@ -136,7 +136,11 @@ def peering(repo: str | None, local_only: bool, entries: tuple[str, ...]) -> Non
     client = _running_client(daemon)
     if client is not None:  # already running: peer now too, not only after its next start
         with client:
-            add_live_peering(client, peers)
+            try:
+                add_live_peering(client, peers)
+            except IPFSError as e:
+                click.echo(f"warning: the running daemon refused the peering ({e}); it "
+                           "applies at its next start", err=True)
     click.echo(f"bootstrap: {len(peers)} peer(s) in Peering.Peers of {daemon.repo}", err=True)
 
 
