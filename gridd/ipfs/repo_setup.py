@@ -182,8 +182,7 @@ def container(repo: str | None) -> None:
     """Prepare the repo inside a container: identity ($GRIDD_IPFS_IDENTITY), swarm on
     0.0.0.0:$GRIDD_SWARM_PORT (4001), API on 127.0.0.1:5001 only, no gateway, bootstrap
     peering ($GRIDD_BOOTSTRAP), and with GRIDD_NETWORK=private no public routing."""
-    peers = _peers(())
-    daemon = _init(Path(repo) if repo else default_repo(), local_only=False)
+    peers = _peers(())  # every setting is checked before the repo is touched
     port = os.environ.get(SWARM_PORT_ENV, "4001")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise click.UsageError(f"{SWARM_PORT_ENV}: expected a port, got {port!r}")
@@ -209,6 +208,7 @@ def container(repo: str | None) -> None:
                      "Swarm.Transports.Network.QUIC": False,
                      "Swarm.Transports.Network.WebTransport": False,
                      "Swarm.Transports.Network.WebRTCDirect": False})
+    daemon = _init(Path(repo) if repo else default_repo(), local_only=False)
     _edit_config(daemon.repo, edit)
     own = json.loads((daemon.repo / "config").read_text())["Identity"]["PeerID"]
     peers = [p for p in peers if p.peer_id != own]  # the bootstrap peer shares the group's list
