@@ -140,6 +140,24 @@ def test_kube_manifests_converge_and_serve_a_fit(image: str, tmp_path: Path) -> 
         done = [_metric(_pod_ip(w.removesuffix("-gridd"), network),
                         "gridd_jobs_completed_total") for w in workers]
         assert sum(d or 0 for d in done) == 1, done  # trained by one of the pods' workers
+
+        # a StatefulSet pod keeps its identity and state: delete gridd-tree-1, run it again
+        # on its claim, and it is the same peer, resuming its tangle from its volume
+        kubo_id = podman("exec", "gridd-tree-1-gridd", "ipfs", "id", "-f", "<id>").strip()
+        podman("pod", "rm", "-f", "gridd-tree-1")
+        again = [d for d in everything if d["metadata"]["name"] == "gridd-tree-1"]
+        played.append(tmp_path / "tree1-again.yaml")
+        _play([*config_maps, tangle, *again], played[-1], network)
+
+        def resumed() -> bool:
+            return "transactions, state in" in podman("logs", "gridd-tree-1-gridd", check=False)
+
+        wait_until("gridd-tree-1 to come back", resumed, 180,
+                   lambda: podman("logs", "--tail", "20", "gridd-tree-1-gridd", check=False))
+        log = podman("logs", "gridd-tree-1-gridd")
+        assert podman("exec", "gridd-tree-1-gridd", "ipfs", "id", "-f", "<id>").strip() == kubo_id
+        restored = int(log.split(f"joined tangle {genesis()} (")[1].split()[0])
+        assert restored >= 10, log[-2000:]
     finally:
         host.stop()
         for path in reversed(played):
