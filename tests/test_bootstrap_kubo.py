@@ -8,8 +8,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,11 @@ import pytest
 from gridd.ipfs import KuboClient, KuboDaemon
 from gridd.ipfs.repo_setup import new_identity
 from gridd.localports import free_port
+from tests.deploy.conftest import wait_until
 
 pytestmark = pytest.mark.kubo
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def wait_until(what: str, cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def connected(client: KuboClient, peer: str) -> bool:

@@ -24,14 +24,14 @@ def image() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def wait_until(what: str, cond: Callable[[], object], timeout: float,
-               explain: Callable[[], str] = lambda: "") -> None:
+def wait_until(what: str, cond: Callable[[], object], timeout: float = 30.0,
+               explain: Callable[[], str] = lambda: "", every: float = 0.5) -> None:
     """Poll `cond` until it is true or the deadline passes (then fail saying what was missing)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
-        time.sleep(1.0)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{explain()}")
 
 
