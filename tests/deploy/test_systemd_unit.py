@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ def test_unit_verifies_against_this_checkout(tmp_path: Path) -> None:
                 if line.startswith(("ExecStart", "ExecStop"))]
     assert len(commands) == 3
     local = tmp_path / UNIT.name
-    local.write_text(text.replace(PREFIX, str(ROOT)).replace("User=gridd", "User=root"))
+    here = (text.replace(f"{PREFIX}/.venv", sys.prefix)  # the venv bin/test runs in
+            .replace(PREFIX, str(ROOT)).replace("User=gridd", "User=root"))
+    local.write_text(here)
     done = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True,
                           text=True, timeout=60)
     problems = [line for line in (done.stdout + done.stderr).splitlines()
