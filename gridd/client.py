@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gridd.compute import protocol
@@ -24,14 +25,24 @@ from gridd.compute.remote import (
     wait_for_taker,
 )
 from gridd.compute.table import Table, workers_table
+from gridd.federated.progress import federated_rows, show_rounds
 from gridd.ipfs import KuboClient
 from gridd.ipfs.roles import claim_role_key
+from gridd.metrics import FederatedMetrics
 from gridd.transport import IpfsBroker, IpfsStore
 
 if TYPE_CHECKING:
     import keras
 
     from gridd.compute.sweep import SweepResult
+    from gridd.federated.coordinator import FederatedJob
+    from gridd.federated.follow import JobFollower
+    from gridd.federated.history import FederatedHistory
+    from gridd.federated.hub import FederatedHub
+    from gridd.strategies import Strategy
+
+
+FETCH_WORKERS = 8  # threads fetching federated updates (a round's arrive together)
 
 
 class Client:
@@ -69,7 +80,9 @@ class Client:
         self.job_deadline = job_deadline
         self.no_worker_timeout = no_worker_timeout
         self.uploader = Uploader(self.store)
+        self.metrics = FederatedMetrics()  # this notebook's metrics: serve_metrics() shows them
         self._dispatcher: Dispatcher | None = None
+        self._hub: FederatedHub | None = None
         self._jobs: list[Job] = []
 
     # -- compute --------------------------------------------------------------------------
@@ -80,8 +93,24 @@ class Client:
             self._dispatcher = Dispatcher(
                 self.broker, self.topic, lease=self.lease, reoffer_every=self.reoffer_every,
                 deadline=self.job_deadline, trusted=self.trusted,
-                no_worker_timeout=self.no_worker_timeout).start()
+                no_worker_timeout=self.no_worker_timeout, metrics=self.metrics.runtime,
+                fetch_workers=FETCH_WORKERS).start()
         return self._dispatcher
+
+    @property
+    def hub(self) -> FederatedHub:
+        if self._hub is None:
+            from gridd.federated.hub import FederatedHub
+
+            self._hub = FederatedHub(self.dispatcher, self.store, self.metrics)
+        return self._hub
+
+    def serve_metrics(self, port: int = 0, addr: str = "127.0.0.1") -> int:
+        """Serve this notebook's Prometheus metrics (federated rounds and updates, the
+        topic's runtime) on http://addr:port/metrics; port 0 picks one. Returns the port."""
+        from gridd.metrics import serve
+
+        return serve(self.metrics.registry, port, addr)
 
     def workers(self, wait: float = 3.0, min_workers: int | None = None) -> Table:
         """Live compute workers with their limits (max_job_mb, max_epochs, max_wall_s,
@@ -203,17 +232,84 @@ class Client:
             self.uploader.release(list(data[0].values()))
 
     def jobs(self) -> Table:
-        """This session's jobs, newest last."""
+        """This session's fit jobs, then federated jobs: this session's and those whose
+        progress this client has seen on the topic (with their owner), newest last."""
         rows = []
         for j in self._jobs:
             r = j.remote
             err = r.error
             rows.append({
-                "job": j.id, "status": j.status, "epochs": f"{len(r.logs)}/{r.epochs}",
-                "worker": (r.worker or "")[:16], "attempt": r.attempt,
-                "seconds": r.seconds, "error": None if err is None else str(err)[:80],
+                "job": j.id, "kind": "fit", "status": j.status,
+                "progress": f"{len(r.logs)}/{r.epochs} epochs", "worker": (r.worker or "")[:16],
+                "attempt": r.attempt, "seconds": r.seconds,
+                "error": None if err is None else str(err)[:80],
             })
-        return Table(rows, ["job", "status", "epochs", "worker", "attempt", "seconds", "error"])
+        if self._hub is not None:
+            rows += federated_rows(self._hub)
+        return Table(rows, ["job", "kind", "status", "progress", "worker", "attempt", "seconds",
+                            "error"])
+
+    # -- federated (implemented in gridd.federated) ---------------------------------------
+
+    def federated_fit(
+        self, model: keras.Model, dataset: str, *, rounds: int = 10, local_epochs: int = 1,
+        batch_size: int = 32, strategy: str | Strategy | None = None, min_workers: int = 1,
+        max_workers: int | None = None, fraction: float = 1.0, round_timeout: float = 120.0,
+        evaluate: bool = True, checkpoint: str | os.PathLike[str] | None = None,
+        validation_data: tuple[Any, Any] | None = None, wait: bool = True,
+        progress: bool = True, seed: int = 0, job_id: str | None = None,
+        no_worker_timeout: float | None = None, max_tries: int = 3,
+        on_round: Callable[[FederatedJob, dict[str, Any]], None] | None = None,
+    ) -> tuple[keras.Model, FederatedHistory] | FederatedJob:
+        """Train `model` (compiled) by federated rounds on the workers that keep `dataset`.
+
+        The data never leaves the workers (`start_worker --compute --dataset NAME=PATH.npz`);
+        this notebook coordinates. Each round asks `fraction` of the eligible workers (at
+        least min_workers, at most max_workers), sends them the global weights, and
+        aggregates the updates that arrive within round_timeout with `strategy` ("fedavg"
+        default, "fedprox", "fedadam", "fedyogi", "fedmedian", "trimmed_mean", "krum", or a
+        gridd.strategies.Strategy instance, your own subclass included: it runs here only).
+        evaluate=True: workers report the global model's loss/accuracy on their held-out
+        rows (history eval_*); validation_data=(x, y) is evaluated here (history val_*).
+        checkpoint=PATH: the state after every round; calling again with the same path
+        continues from the last finished round (after a kernel restart too).
+
+        Returns (trained model, FederatedHistory) — the model passed in is left untouched —
+        or with wait=False a FederatedJob handle (result(), cancel(), progress()).
+        """
+        from gridd.compute.checks import check_compiled
+        from gridd.federated.coordinator import FederatedJob, FederatedSettings
+        from gridd.strategies import resolve
+
+        check_compiled(model)
+        settings = FederatedSettings(
+            dataset=dataset, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size,
+            min_workers=min_workers, max_workers=max_workers, fraction=fraction,
+            round_timeout=round_timeout, evaluate=evaluate, seed=seed, max_tries=max_tries,
+            no_worker_timeout=self.no_worker_timeout if no_worker_timeout is None
+            else no_worker_timeout)
+        job = FederatedJob(self.hub, model, settings, resolve(strategy), job_id=job_id,
+                           checkpoint=None if checkpoint is None else Path(checkpoint),
+                           validation_data=validation_data, on_round=on_round)
+        self.hub.add(job)
+        job.start()
+        if not wait:
+            return job
+        try:
+            if progress:
+                show_rounds(job)
+            return job.result()
+        except KeyboardInterrupt:
+            job.cancel()
+            raise
+
+    def follow(self, job_id: str, owner: str | None = None) -> JobFollower:
+        """Follow a federated job (anyone's) by its id: progress events as they come
+        (`.events`, `.latest`, `.wait(round=...)`, `.table()`), the newest global model
+        with `.model()`. owner: the coordinator's peer id, when two jobs share the id."""
+        from gridd.federated.follow import JobFollower
+
+        return JobFollower(self.hub, job_id, owner)
 
     def job(self, job_id: str) -> Job:
         for j in self._jobs:
@@ -245,6 +341,13 @@ class Client:
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._hub is not None:
+            for job in self._hub.jobs.values():
+                if not job.finished:
+                    job.cancel()
+            for job in self._hub.jobs.values():
+                job.wait(10)
+            self._hub = None
         if self._dispatcher is not None:
             self._dispatcher.close()
             self._dispatcher = None

@@ -16,6 +16,8 @@ one recursive pin). The names (Kubo allows at most 255 bytes):
                                       a worker's result (model, history); unpinned once
                                       <expiry> (unix seconds) has passed
     gridd:compute:fetched:<job>       a result the client loaded (kept)
+    gridd:compute:federated:<job>     a federated job's model and global weights (the last
+                                      two rounds while it runs; the final ones kept)
 
 `<genesis12>` is the first 12 characters of the genesis id, `<peer12>` and `<owner12>` the
 last 12 of a peer id (peer ids share their first characters). A CID has one pin in Kubo: a
@@ -58,6 +60,12 @@ def compute_result(job: str, owner: str, expires: float) -> str:
 
 def compute_fetched(job: str) -> str:
     return f"{PREFIX}compute:fetched:{job}"[:MAX_NAME]
+
+
+def federated(job: str) -> str:
+    """A federated job's model and global weights on its coordinator's daemon: the last
+    two rounds' while it runs, the final ones kept after (followers fetch them)."""
+    return f"{PREFIX}compute:federated:{job}"[:MAX_NAME]
 
 
 def result_expiry(name: str) -> float | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from gridd.compute import protocol as p
 from gridd.compute.authentic import Authenticator
+from gridd.federated import messages as fed
 from gridd.metrics import RuntimeMetrics
 from gridd.runtime import BoundedMap, InboxLimits, Node
 from gridd.transport import Broker, Message
@@ -160,7 +161,9 @@ class Dispatcher:
         max_attempts: int = MAX_ATTEMPTS,
         trusted: frozenset[str] | None = None,
         metrics: RuntimeMetrics | None = None,
+        fetch_workers: int | None = None,
     ) -> None:
+        """`fetch_workers`: threads fetching for routed modes (federated updates)."""
         if not 1 <= max_attempts <= p.MAX_ATTEMPT:
             raise ValueError(f"max_attempts must be in 1..{p.MAX_ATTEMPT}")
         self.broker = broker
@@ -181,7 +184,10 @@ class Dispatcher:
         self.auth = Authenticator(broker.verify)
         self.node = Node(broker, topic, self._on_message, name="compute-dispatch",
                          limits=InboxLimits(max_message_bytes=p.MAX_COMPUTE_MESSAGE),
-                         metrics=metrics, seal=p.sealer(broker.sign, broker.peer_id))
+                         metrics=metrics, seal=p.sealer(broker.sign, broker.peer_id),
+                         fetch_workers=fetch_workers)
+        # Other modes on the compute topic (federated jobs): message type -> handler.
+        self.routes: dict[str, Callable[[str, str, dict[str, Any]], None]] = {}
         self.node.every(TICK, lambda: self._tick(time.monotonic()), name="dispatch")
         self.node.every(30.0, self.auth.prune, name="forget")
         self._thread: threading.Thread | None = None
@@ -208,6 +214,17 @@ class Dispatcher:
         now = time.monotonic()
         with self._lock:
             return [a for a in self.ads.values() if a.alive(now)]
+
+    def is_live(self, peer_id: str) -> bool:
+        """Whether `peer_id` is a live (trusted) worker as of its last ad."""
+        with self._lock:
+            ad = self.ads.get(peer_id)
+            return ad is not None and ad.alive(time.monotonic())
+
+    def route(self, kind: str, handler: Callable[[str, str, dict[str, Any]], None]) -> None:
+        """Hand authenticated messages of `kind` to handler(author, kind, body) on the loop
+        thread (another mode sharing the compute topic: gridd.federated)."""
+        self.routes[kind] = handler
 
     def listened(self) -> float:
         """Seconds this dispatcher has been listening to ads (0 before start)."""
@@ -374,6 +391,14 @@ class Dispatcher:
             return
         if sender == self.peer_id:
             return  # our own echo
+        routed = self.routes.get(kind)
+        if routed is not None:
+            if self.trusted is not None and kind != fed.PROGRESS and sender not in self.trusted:
+                return  # Client(workers=[...]): only those workers' answers count
+            routed(sender, kind, body)
+            return
+        if kind not in p.COMPUTE_TYPES:
+            return
         now = time.monotonic()
         if kind == p.AD:
             if self.trusted is not None and sender not in self.trusted:

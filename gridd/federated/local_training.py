@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,9 @@ from gridd.compute.protocol import clean_logs
 from gridd.data import Dataset
 from gridd.models.base import WeightSpec, spec_of
 from gridd.wire import encode_weights
+
+# A compiled but never-trained model saves an unbuilt optimizer; Keras warns on every load.
+warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
 WEIGHTS_SLACK = 64 * 1024  # over the model's own weights blob: room for metadata, no more
 

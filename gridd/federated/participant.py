@@ -159,7 +159,7 @@ class Participant:
         try:
             local = self._model(run)
             data = self.datasets[body["dataset"]]
-            local.check_data(data, body["dataset"])
+            local.check_data(data.data, body["dataset"])
             weights = self._weights(run, local)
             result = local.run_round(
                 weights, data.data, epochs=int(body["epochs"]),
