@@ -39,6 +39,7 @@ class WorkerProcess:
     log_path: Path | None = None
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    program: list[str] | None = None  # instead of start_worker (gridd.bench.fed_attacker)
 
     def start(self, log_dir: Path) -> WorkerProcess:
         self.log_path = Path(log_dir) / f"worker-{uuid.uuid4().hex[:6]}.log"
@@ -46,7 +47,8 @@ class WorkerProcess:
                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
         state = [] if "--state-dir" in self.args else [  # not the user's ~/.gridd
             "--state-dir", str(Path(log_dir) / f"state-{self.log_path.stem}")]
-        cmd = [*start_worker_command(), "--compute", "--api", self.api, "--topic", self.topic,
+        cmd = [*(self.program or start_worker_command()), "--compute", "--api", self.api,
+               "--topic", self.topic,
                "--heartbeat-interval", str(self.heartbeat),
                "--metrics-port", str(self.metrics_port), *state, *self.args]
         with open(self.log_path, "wb") as log:

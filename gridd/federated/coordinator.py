@@ -126,6 +126,7 @@ class FederatedJob:
         self.model_cid: str | None = None
         self.weights_cid: str | None = None
         self._globals: list[str] = []
+        self.session = uuid.uuid4().hex[:12]  # this run of the job (see messages.TASK)
         self._cancel = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -268,7 +269,8 @@ class FederatedJob:
             get=lambda cid, cap, left: store.get(cid, max_size=cap, timeout=left))
         self.hub.open_round(self.id, collector)
         self.hub.publish(pack(
-            m.TASK, job=self.id, round=r, **{"try": t}, model=self.model_cid,
+            m.TASK, job=self.id, round=r, **{"try": t}, session=self.session,
+            model=self.model_cid,
             weights=self.weights_cid, bytes=self._weights_bytes, dataset=s.dataset,
             epochs=s.local_epochs if training else 0, batch_size=s.batch_size,
             options=dict(self.strategy.local_options()), evaluate=s.evaluate,

@@ -57,6 +57,9 @@ SECONDS = Field((int, float), check=lambda v: math.isfinite(v) and v >= 0,
 
 register_kind(TASK, {
     "job": JOB, "round": ROUND, "try": TRY,
+    # One per run of the coordinator: a job resumed from its checkpoint counts its rounds
+    # again from there, and must not look like a repeat of what the last run sent.
+    "session": Field(str, max_len=32, check=lambda v: len(v) > 0, why="session: 1-32 chars"),
     "model": CID,  # the .keras file (architecture, loss, optimizer); fetched once per job
     "weights": CID,  # the global weights (gridd.wire weights blob)
     "bytes": Field(int, check=lambda v: 0 < v < 2**40, why="bytes must be positive"),

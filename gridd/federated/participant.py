@@ -82,7 +82,7 @@ class Participant:
         self._threads: dict[JobKey, threading.Thread] = {}
         self._models: BoundedMap[tuple[str, str, str], LocalModel] = BoundedMap(MAX_MODELS,
                                                                                 lru=True)
-        self._latest: BoundedMap[JobKey, tuple[int, int]] = BoundedMap(10_000, lru=True)
+        self._latest: BoundedMap[JobKey, tuple[str, int, int]] = BoundedMap(10_000, lru=True)
 
     @property
     def running(self) -> int:
@@ -96,11 +96,11 @@ class Participant:
 
     def on_task(self, owner: str, body: dict[str, Any]) -> None:
         key = (owner, str(body["job"]))
-        position = (int(body["round"]), int(body["try"]))
+        position = (str(body["session"]), int(body["round"]), int(body["try"]))
         with self._lock:
             latest = self._latest.get(key)
-            if latest is not None and position <= latest:
-                return  # a repeat, or an older round arriving late
+            if latest is not None and latest[0] == position[0] and position <= latest:
+                return  # a repeat, or an older round of this run arriving late
             self._latest[key] = position
             current = self._running.get(key)
             if current is not None:
@@ -115,7 +115,7 @@ class Participant:
             return
         run = _Round(owner, body, min(float(body["timeout"]), self.settings.max_wall_seconds))
         thread = threading.Thread(target=self._run, args=(run,), daemon=True,
-                                  name=f"fed:{run.job}:{position[0]}")
+                                  name=f"fed:{run.job}:{position[1]}")
         with self._lock:
             self._running[key] = run
             self._threads[key] = thread
@@ -174,7 +174,8 @@ class Participant:
             if result.weights is not None:
                 name = pins.compute_result(run.job, run.owner, time.time() + min(
                     UPDATE_TTL, self.settings.result_ttl))
-                reply["weights"] = self.store.put(encode_weights(result.weights), name=name)
+                blob = encode_weights(self.outgoing(result.weights))
+                reply["weights"] = self.store.put(blob, name=name)
             if run.should_stop():
                 raise LocalError(run.stop_reason or "stopped", "stopped")
             self._send(m.UPDATE, run.owner, body, **reply)
@@ -250,6 +251,11 @@ class Participant:
             raise LocalError("not_compiled", "the model is not compiled: call "
                              "model.compile(...) before federated_fit")
         return model
+
+    def outgoing(self, weights: list[Any]) -> list[Any]:
+        """The weights this worker sends: what it trained (gridd.bench.fed_attacker's
+        workers send something else, to test that coordinators refuse or outvote it)."""
+        return weights
 
     # -- replies --------------------------------------------------------------------------
 
