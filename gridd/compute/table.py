@@ -49,7 +49,7 @@ class Table(list):  # type: ignore[type-arg]
 
 WORKER_COLUMNS = ["peer_id", "slots", "free", "cpus", "memory_gb", "gpus", "tf", "load",
                   "running", "restricted", "max_job_mb", "max_epochs", "max_wall_s",
-                  "max_params", "seen_s_ago"]
+                  "max_params", "datasets", "seen_s_ago"]
 
 
 def workers_table(ads: Iterable[WorkerAd], now: float | None = None) -> Table:
@@ -67,6 +67,10 @@ def workers_table(ads: Iterable[WorkerAd], now: float | None = None) -> Table:
             "running": len(b["running"]), "restricted": b["restricted"],
             "max_job_mb": None if job_bytes is None else round(job_bytes / 2**20, 1),
             "max_epochs": b.get("max_epochs"), "max_wall_s": b.get("max_wall_seconds"),
-            "max_params": b.get("max_params"), "seen_s_ago": round(now - ad.seen, 1),
+            "max_params": b.get("max_params"),
+            "datasets": ", ".join(f"{d['name']}({d['samples']}x{'x'.join(map(str, d['shape']))}"
+                                  f", {d['num_classes']} classes)"
+                                  for d in b.get("datasets") or ()) or "-",
+            "seen_s_ago": round(now - ad.seen, 1),
         })
     return Table(rows, WORKER_COLUMNS)

@@ -41,6 +41,7 @@ class Reply:
     evaluation: dict[str, float]
     seconds: float
     weights: list[np.ndarray] | None
+    heard: float  # monotonic time its update message was handled
     arrived: float  # monotonic time its weights were checked
 
 
@@ -63,6 +64,8 @@ class RoundCollector:
     declined: dict[str, tuple[str, str]] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # sender -> reason
     fetching: set[str] = field(default_factory=set)
+    heard: dict[str, float] = field(default_factory=dict)  # sender -> update handled at
+    asked_at: float = 0.0  # monotonic time the task was published
     closed: bool = False
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
@@ -71,15 +74,25 @@ class RoundCollector:
     def on_update(self, sender: str, body: dict[str, Any]) -> None:
         with self._cond:
             reason = self._admit(sender, body)
-            if reason is None and self.training and "weights" not in body:
+            if reason is None and self.training and "weights" not in body \
+                    and "inline" not in body:
                 reason = "no_weights"
             if reason is None and self.training and body["samples"] < 1:
                 reason = "no_samples"
             if reason is not None:
                 self._refuse(sender, reason)
                 return
+            self.heard[sender] = time.monotonic()
             if not self.training:
                 self._accept(sender, body, None)
+                return
+            if "inline" in body:  # small: checked here, no fetch
+                try:
+                    weights = self._check(bytes(body["inline"]))
+                except RejectedWeights as e:
+                    self._refuse(sender, e.reason)
+                    return
+                self._accept(sender, body, weights)
                 return
             self.fetching.add(sender)
         cid = str(body["weights"])
@@ -152,6 +165,11 @@ class RoundCollector:
             data = self.get(cid, self.weights_cap, seconds)
         except ContentTooLarge:
             raise RejectedWeights("too_large", f"over {self.weights_cap} bytes") from None
+        return self._check(data)
+
+    def _check(self, data: bytes) -> list[np.ndarray]:
+        if len(data) > self.weights_cap:
+            raise RejectedWeights("too_large", f"over {self.weights_cap} bytes")
         try:
             weights = decode_weights(data, max_bytes=self.weights_cap)
         except WireError as e:
@@ -181,7 +199,8 @@ class RoundCollector:
             evaluation["samples"] = float(min(evaluation["samples"],
                                               self.chosen[sender].holdout))
         self.replies[sender] = Reply(sender, samples, dict(body["metrics"]), evaluation,
-                                     float(body["seconds"]), weights, time.monotonic())
+                                     float(body["seconds"]), weights,
+                                     self.heard.get(sender, time.monotonic()), time.monotonic())
         self.metrics.updates.labels(outcome="accepted", reason="").inc()
         self._cond.notify_all()
 

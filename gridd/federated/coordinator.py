@@ -35,7 +35,7 @@ from gridd.federated import messages as m
 from gridd.federated.checkpoint import Checkpoint
 from gridd.federated.collector import Reply, RoundCollector
 from gridd.federated.history import FederatedHistory
-from gridd.federated.local_training import LocalModel
+from gridd.federated.local_training import LocalModel, evaluate_model
 from gridd.federated.selection import Candidate, choose, eligible
 from gridd.strategies import Strategy, StrategyError, Update
 from gridd.wire import encode_weights
@@ -200,6 +200,7 @@ class FederatedJob:
         while self.round < s.rounds:
             r = self.round + 1
             t0 = time.perf_counter()
+            t0_clock = time.monotonic()
             replies, collector, tries = self._collect(r, training=True)
             self.history.add_evaluation(r - 1, replies)
             updates = [Update(rep.weights, rep.samples, rep.sender) for rep in replies
@@ -212,6 +213,7 @@ class FederatedJob:
             entry = self.history.add_round(
                 r, replies, asked=sorted(collector.chosen), seconds=0.0,
                 rejected=collector.rejected, declined=collector.declined, tries=tries)
+            entry["timing"] = _timing(collector, replies, t0_clock)
             self.round = r
             self._save()
             seconds = time.perf_counter() - t0
@@ -268,13 +270,15 @@ class FederatedJob:
             fetch=self.hub.dispatcher.node.fetch,
             get=lambda cid, cap, left: store.get(cid, max_size=cap, timeout=left))
         self.hub.open_round(self.id, collector)
+        collector.asked_at = time.monotonic()
         self.hub.publish(pack(
             m.TASK, job=self.id, round=r, **{"try": t}, session=self.session,
             model=self.model_cid,
             weights=self.weights_cid, bytes=self._weights_bytes, dataset=s.dataset,
             epochs=s.local_epochs if training else 0, batch_size=s.batch_size,
             options=dict(self.strategy.local_options()), evaluate=s.evaluate,
-            workers=sorted(collector.chosen), timeout=float(s.round_timeout)))
+            workers=sorted(collector.chosen), timeout=float(s.round_timeout),
+            **({"inline": self._blob} if len(self._blob) <= m.INLINE_MAX else {})))
         collector.wait(self.hub.alive, self._cancel)
         return collector
 
@@ -307,7 +311,7 @@ class FederatedJob:
         return 3.0 if wait == float("inf") else wait
 
     def _put_global(self) -> None:
-        blob = encode_weights(self.weights)
+        blob = self._blob = encode_weights(self.weights)
         self._weights_bytes = len(blob)
         self.weights_cid = self.hub.store.put(blob, name=pins.federated(self.id))
         self._globals.append(self.weights_cid)
@@ -320,12 +324,9 @@ class FederatedJob:
         """The global model on validation_data, evaluated here (centralised evaluation)."""
         if self.validation_data is None:
             return {}
-        from gridd.compute.protocol import clean_logs
-
         x, y = self.validation_data
         self.local.model.set_weights(self.weights)
-        out = self.local.model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True)
-        return clean_logs(out)
+        return evaluate_model(self.local.model, np.asarray(x), np.asarray(y))
 
     def _save(self) -> None:
         if self.checkpoint_path is None:
@@ -393,6 +394,24 @@ class FederatedJob:
         self._done.set()
 
     _weights_bytes: int = 0
+    _blob: bytes = b""
+
+
+def _timing(collector: RoundCollector, replies: list[Reply], t0: float) -> dict[str, float]:
+    """Where a round's time went, in seconds (history.rounds[i]["timing"]): until the task
+    was published, then until the slowest update was heard and its weights were in, minus
+    that worker's compute (messages and weight transfers), and what followed."""
+    if not replies:
+        return {}
+    last = max(replies, key=lambda r: r.arrived)
+    slowest_heard = max(r.heard - collector.asked_at - r.seconds for r in replies)
+    return {
+        "before_task": round(collector.asked_at - t0, 4),
+        "to_update_heard_minus_compute": round(slowest_heard, 4),
+        "update_fetch_max": round(max(r.arrived - r.heard for r in replies), 4),
+        "last_arrival_after_task": round(last.arrived - collector.asked_at, 4),
+        "after_last_arrival": round(time.monotonic() - last.arrived, 4),
+    }
 
 
 def _reasons(declined: dict[str, tuple[str, str]]) -> str:

@@ -26,7 +26,10 @@ WORKER_KINDS = (UPDATE, DECLINED)
 
 MAX_ROUNDS = 100_000
 MAX_TRIES = 100  # tries of one round (a round with too few updates is run again)
-MAX_SELECTED = 500  # workers named in one task: 500 peer ids fit the message cap
+MAX_SELECTED = 500
+# Weights blobs up to this size also ride inside the message (signed with it): a small
+# model's round then needs no IPFS round trip at all. Larger ones travel by CID only.
+INLINE_MAX = 32 * 1024  # workers named in one task: 500 peer ids fit the message cap
 STATES = ("running", "done", "failed", "cancelled")
 
 _CID = re.compile(r"^[A-Za-z0-9]{10,128}$")
@@ -62,6 +65,7 @@ register_kind(TASK, {
     "session": Field(str, max_len=32, check=lambda v: len(v) > 0, why="session: 1-32 chars"),
     "model": CID,  # the .keras file (architecture, loss, optimizer); fetched once per job
     "weights": CID,  # the global weights (gridd.wire weights blob)
+    "inline": Field(bytes, required=False, max_len=INLINE_MAX),  # the same blob, if small
     "bytes": Field(int, check=lambda v: 0 < v < 2**40, why="bytes must be positive"),
     "dataset": Field(str, max_len=64, check=lambda v: bool(DATASET_NAME.match(v)),
                      why="dataset: 1-64 of [A-Za-z0-9_.-]"),
@@ -78,6 +82,7 @@ register_kind(TASK, {
 register_kind(UPDATE, {
     "job": JOB, "owner": OWNER, "round": ROUND, "try": TRY,
     "weights": Field(str, required=False, check=_cid, why="weights must be a CID"),
+    "inline": Field(bytes, required=False, max_len=INLINE_MAX),  # or the blob itself
     "samples": _int(0, 2**40, "samples"),
     "metrics": METRICS,  # training loss/accuracy of the last local epoch
     "eval": Field(dict, required=False, max_len=16, check=_finite_map,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +165,8 @@ class Participant:
             result = local.run_round(
                 weights, data.data, epochs=int(body["epochs"]),
                 batch_size=int(body["batch_size"]), mu=float(body["options"].get("mu", 0.0)),
-                evaluate=bool(body["evaluate"]), should_stop=run.should_stop)
+                evaluate=bool(body["evaluate"]), should_stop=run.should_stop,
+                seed=zlib.crc32(f"{run.job}:{body['round']}:{body['try']}".encode()))
             if run.should_stop():
                 raise LocalError(run.stop_reason or "stopped", "stopped")
             reply: dict[str, Any] = {"samples": result.samples, "metrics": result.metrics,
@@ -175,7 +177,10 @@ class Participant:
                 name = pins.compute_result(run.job, run.owner, time.time() + min(
                     UPDATE_TTL, self.settings.result_ttl))
                 blob = encode_weights(self.outgoing(result.weights))
-                reply["weights"] = self.store.put(blob, name=name)
+                if len(blob) <= m.INLINE_MAX:
+                    reply["inline"] = blob
+                else:
+                    reply["weights"] = self.store.put(blob, name=name)
             if run.should_stop():
                 raise LocalError(run.stop_reason or "stopped", "stopped")
             self._send(m.UPDATE, run.owner, body, **reply)
@@ -211,7 +216,12 @@ class Participant:
         return local
 
     def _weights(self, run: _Round, local: LocalModel) -> list[Any]:
-        data = self._fetch(str(run.body["weights"]), "the global weights", local.weights_cap)
+        inline = run.body.get("inline")
+        if inline is not None and len(inline) <= local.weights_cap:
+            data = bytes(inline)
+        else:
+            data = self._fetch(str(run.body["weights"]), "the global weights",
+                               local.weights_cap)
         try:
             weights = decode_weights(data, max_bytes=local.weights_cap)
         except WireError as e:
