@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 COMPUTE = NOTEBOOKS / "compute_quickstart.ipynb"
 TREE = NOTEBOOKS / "tree_quickstart.ipynb"
+FEDERATED = NOTEBOOKS / "federated_quickstart.ipynb"
 BIN = Path(sys.executable).parent
 # the user's own settings, which must not leak into the lab
 USER_SETTINGS = ("IPFS_PATH", "GRIDD_HOME", "GRIDD_IPFS_API", "GRIDD_COMPUTE_TOPIC",
@@ -145,6 +146,19 @@ class Lab:
             made.append(Child(argv, self.env(), self.root / f"compute{i}.log"))
         self.children += made
         wait_until(lambda: all("READY " in c.log() for c in made), "compute workers ready",
+                   180, made)
+
+    def federated_workers(self, n: int = 3) -> None:
+        """README's federated setup: example data for n workers, each `start_worker
+        --compute --dataset digits=~/gridd-demo/peerI.npz`, until each is subscribed."""
+        self.gridd("example-data", "--peers", str(n), "--out", str(self.demo))
+        made = []
+        for i in range(n):
+            argv = [*_command("start_worker"), "--compute", "--dataset",
+                    f"digits={self.demo / f'peer{i}.npz'}"]
+            made.append(Child(argv, self.env(), self.root / f"federated{i}.log"))
+        self.children += made
+        wait_until(lambda: all("READY " in c.log() for c in made), "federated workers ready",
                    180, made)
 
     def tree_peers(self, n: int = 2, transactions: int = 2, interval: float = 2.0) -> str:
@@ -272,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     """Execute the quickstart notebooks against a fresh lab (one Kubo daemon, two compute
     workers, two tree peers) and write them back with their outputs, tidied."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("notebooks", nargs="*", type=Path, default=[COMPUTE, TREE])
+    parser.add_argument("notebooks", nargs="*", type=Path, default=[COMPUTE, TREE, FEDERATED])
     parser.add_argument("--check", action="store_true",
                         help="execute and check only; write nothing")
     parser.add_argument("--keep", action="store_true", help="keep the lab folder and logs")
@@ -280,16 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="gridd-notebooks-"))
     failed = False
     try:
-        with Lab(root) as lab:
-            started = time.monotonic()
-            names = {p.resolve().name for p in args.notebooks}
-            if COMPUTE.name in names:
-                lab.compute_workers(2)
-            if TREE.name in names:
-                lab.tree_peers(2, transactions=8)
-            print(f"lab ready in {time.monotonic() - started:.0f} s", flush=True)
-            for path in args.notebooks:
-                path = path.resolve()
+        for path in args.notebooks:  # a lab each: the compute one counts its workers
+            path = path.resolve()
+            with Lab(root / path.stem) as lab:
+                started = time.monotonic()
+                if path.name == COMPUTE.name:
+                    lab.compute_workers(2)
+                elif path.name == TREE.name:
+                    lab.tree_peers(2, transactions=8)
+                elif path.name == FEDERATED.name:
+                    lab.federated_workers(3)
+                print(f"lab ready in {time.monotonic() - started:.0f} s", flush=True)
                 started = time.monotonic()
                 nb = tidy(execute(path, lab), lab)
                 found = problems(nb, lab)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from gridd.metrics import ComputeMetrics, TreeMetrics
+from gridd.metrics import ComputeMetrics, FederatedMetrics, TreeMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -39,7 +39,8 @@ def test_every_metric_the_readme_names_is_exported() -> None:
     names = set(re.findall(r"\b(gridd_[a-z_]+)", README))
     assert "gridd_tx_received_total" in names
     exposed = (generate_latest(TreeMetrics().registry)
-               + generate_latest(ComputeMetrics().registry)).decode()
+               + generate_latest(ComputeMetrics().registry)
+               + generate_latest(FederatedMetrics().registry)).decode()
     # a labelled counter appears once it has a sample: list the family names too
     families = set(re.findall(r"^# TYPE (\S+) ", exposed, re.M))
     known = families | {f + "_total" for f in families} | set(re.findall(r"^(\w+)", exposed,

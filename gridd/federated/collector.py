@@ -29,6 +29,7 @@ from gridd.tree.weights import RejectedWeights, classify
 from gridd.wire import WireError, decode_weights
 
 Fetch = Callable[..., str | None]  # Node.fetch
+ASK_AGAIN = 2.0  # seconds between asking again the workers that owe an answer
 
 
 @dataclass(frozen=True)
@@ -119,17 +120,26 @@ class RoundCollector:
 
     # -- the coordinator's calls -----------------------------------------------------------
 
-    def wait(self, alive: Callable[[str], bool], stop: threading.Event) -> None:
+    def wait(self, alive: Callable[[str], bool], stop: threading.Event,
+             ask_again: Callable[[list[str]], None] | None = None) -> None:
         """Until every asked worker answered, the deadline passed, the job was stopped, or
-        the workers still owing an answer have all stopped advertising (died)."""
+        the workers still owing an answer have all stopped advertising (died). Pubsub
+        loses a message now and then: every ASK_AGAIN s the live workers still owing an
+        answer are asked again (a worker that answered says it again; one still training
+        carries on)."""
+        asked = time.monotonic()
         with self._cond:
             while not self.closed and not stop.is_set():
-                owing = self.owing()
-                if not owing:
+                owing = self.owing() - self.fetching
+                if not owing and not self.fetching:
                     return
                 now = time.monotonic()
-                if now >= self.deadline or not any(alive(p) for p in owing):
+                live = [p for p in sorted(owing) if alive(p)]
+                if now >= self.deadline or (owing and not live and not self.fetching):
                     return
+                if ask_again is not None and live and now - asked >= ASK_AGAIN:
+                    asked = now
+                    ask_again(live)
                 self._cond.wait(min(0.25, self.deadline - now))
 
     def close(self) -> list[Reply]:

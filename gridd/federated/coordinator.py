@@ -270,16 +270,20 @@ class FederatedJob:
             fetch=self.hub.dispatcher.node.fetch,
             get=lambda cid, cap, left: store.get(cid, max_size=cap, timeout=left))
         self.hub.open_round(self.id, collector)
+
+        def ask(workers: list[str]) -> None:
+            self.hub.publish(pack(
+                m.TASK, job=self.id, round=r, **{"try": t}, session=self.session,
+                model=self.model_cid,
+                weights=self.weights_cid, bytes=self._weights_bytes, dataset=s.dataset,
+                epochs=s.local_epochs if training else 0, batch_size=s.batch_size,
+                options=dict(self.strategy.local_options()), evaluate=s.evaluate,
+                workers=workers, timeout=float(s.round_timeout),
+                **({"inline": self._blob} if len(self._blob) <= m.INLINE_MAX else {})))
+
         collector.asked_at = time.monotonic()
-        self.hub.publish(pack(
-            m.TASK, job=self.id, round=r, **{"try": t}, session=self.session,
-            model=self.model_cid,
-            weights=self.weights_cid, bytes=self._weights_bytes, dataset=s.dataset,
-            epochs=s.local_epochs if training else 0, batch_size=s.batch_size,
-            options=dict(self.strategy.local_options()), evaluate=s.evaluate,
-            workers=sorted(collector.chosen), timeout=float(s.round_timeout),
-            **({"inline": self._blob} if len(self._blob) <= m.INLINE_MAX else {})))
-        collector.wait(self.hub.alive, self._cancel)
+        ask(sorted(collector.chosen))
+        collector.wait(self.hub.alive, self._cancel, ask_again=ask)
         return collector
 
     def _candidates(self, need: int) -> list[Candidate]:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 UPDATE_TTL = 3600.0  # seconds a published update stays pinned (its coordinator needs minutes)
 MAX_MODELS = 2  # job models kept loaded
+MAX_ANSWERS = 256  # jobs whose last answer is kept, to say again (inline weights: <= 32 KiB)
 FETCH_TIMEOUT = 60.0
 
 JobKey = tuple[str, str]  # (owner, job)
@@ -84,6 +85,9 @@ class Participant:
         self._models: BoundedMap[tuple[str, str, str], LocalModel] = BoundedMap(MAX_MODELS,
                                                                                 lru=True)
         self._latest: BoundedMap[JobKey, tuple[str, int, int]] = BoundedMap(10_000, lru=True)
+        # the last answer per job, said again when its round is asked again
+        self._answers: BoundedMap[JobKey, tuple[tuple[str, int, int], str, dict[str, Any]]] = \
+            BoundedMap(MAX_ANSWERS, lru=True)
 
     @property
     def running(self) -> int:
@@ -101,7 +105,12 @@ class Participant:
         with self._lock:
             latest = self._latest.get(key)
             if latest is not None and latest[0] == position[0] and position <= latest:
-                return  # a repeat, or an older round of this run arriving late
+                # A repeat: the coordinator did not hear our answer (pubsub drops messages
+                # now and then); say it again if we have it, else we are still at it.
+                answer = self._answers.get(key)
+                if position == latest and answer is not None and answer[0] == position:
+                    self._send(answer[1], owner, body, **answer[2])
+                return  # or an older round of this run arriving late
             self._latest[key] = position
             current = self._running.get(key)
             if current is not None:
@@ -184,6 +193,7 @@ class Participant:
             if run.should_stop():
                 raise LocalError(run.stop_reason or "stopped", "stopped")
             self._send(m.UPDATE, run.owner, body, **reply)
+            self._remember(run.owner, body, m.UPDATE, reply)
             self.metrics.fed_rounds.inc()
             self.metrics.training_seconds.observe(result.seconds)
             log.info("federated job %s round %d: %s %d samples in %.2fs", run.job,
@@ -273,7 +283,15 @@ class Participant:
         self.metrics.fed_declined.labels(reason=reason).inc()
         log.warning("federated job %s round %d from %s declined (%s): %s", body["job"],
                     body["round"], owner, reason, error)
-        self._send(m.DECLINED, owner, body, reason=reason[:32], error=error[:2000])
+        reply = {"reason": reason[:32], "error": error[:2000]}
+        self._send(m.DECLINED, owner, body, **reply)
+        self._remember(owner, body, m.DECLINED, reply)
+
+    def _remember(self, owner: str, task: dict[str, Any], kind: str,
+                  reply: dict[str, Any]) -> None:
+        position = (str(task["session"]), int(task["round"]), int(task["try"]))
+        with self._lock:
+            self._answers[(owner, str(task["job"]))] = (position, kind, reply)
 
     def _send(self, kind: str, owner: str, task: dict[str, Any], **body: Any) -> None:
         from gridd.compute.protocol import pack

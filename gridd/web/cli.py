@@ -116,6 +116,7 @@ def _serve(client: Any, observer: Any, feed: Any, host: str, port: int,
 
         dispatcher = client.dispatcher  # started here, read from the server's threads
         providers["compute_workers"] = lambda: list(workers_table(dispatcher.workers()))
+        client.hub  # noqa: B018 (listens to federated jobs' progress events: rows in jobs())
         providers["compute_jobs"] = lambda: list(client.jobs())
     feed.refresh(force=True)
     try:

@@ -224,3 +224,25 @@ def test_settings_are_checked_before_anything_is_sent() -> None:
             FederatedSettings("digits", **bad).validate()
     with pytest.raises(ValueError, match="dataset"):
         FederatedSettings("no spaces please").validate()
+
+
+def test_a_lost_update_is_asked_for_again_not_waited_for(grid) -> None:
+    from gridd.federated import messages as m
+    from gridd.wire import decode
+
+    lossy = grid.workers[0].federated
+    send = lossy.publish
+    lost: list[int] = []
+
+    def drop_first_update(data: bytes) -> object:
+        if decode(data).type == m.UPDATE and not lost:
+            lost.append(1)  # pubsub lost it: the coordinator never hears this one
+            return None
+        return send(data)
+
+    lossy.publish = drop_first_update  # type: ignore[method-assign]
+    job = grid.job(rounds=2, min_workers=3, round_timeout=60)
+    _, history = job.result(60)
+    assert lost == [1]
+    assert history.history["workers"] == [3.0, 3.0]
+    assert history.rounds[0]["round_seconds"] < 10  # asked again after 2 s, not 60
