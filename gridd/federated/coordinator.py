@@ -215,12 +215,15 @@ class FederatedJob:
                 rejected=collector.rejected, declined=collector.declined, tries=tries)
             entry["timing"] = _timing(collector, replies, t0_clock)
             self.round = r
-            self._save()
-            seconds = time.perf_counter() - t0
+            validating = time.perf_counter()
+            entry["val"] = self._validate()  # the user's own evaluation: not round overhead
+            validated = time.perf_counter() - validating
+            entry["val_seconds"] = validated
+            seconds = time.perf_counter() - t0 - validated
             entry["round_seconds"] = seconds
             entry["overhead_seconds"] = max(0.0, seconds - entry["worker_seconds_max"])
+            self._save()
             self._publish_progress("running")
-            entry["val"] = self._validate()
             m_ = self.hub.metrics
             m_.rounds.labels(outcome="completed").inc()
             m_.round_seconds.observe(seconds)

@@ -10,8 +10,10 @@
   round's with a final evaluation-only round;
 * val_loss, val_accuracy...: the global model on `validation_data` given to federated_fit,
   evaluated by the coordinator;
-* workers, round_seconds, overhead_seconds: updates aggregated, the round's wall time, and
-  that time minus the slowest worker's compute time (transfers, messaging, aggregation).
+* workers, round_seconds, overhead_seconds: updates aggregated, the round's wall time (from
+  choosing workers to the new global weights in IPFS, without the coordinator's own
+  validation, which is val_seconds in `rounds`), and that time minus the slowest worker's
+  compute time (transfers, messaging, aggregation).
 
 `rounds` keeps each round's detail: who was asked, who answered, per-worker metrics,
 refusals and declines by reason.
