@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,13 +26,15 @@ NOISE_SCALE = 1.0
 class RandomWeightsAttacker:
     """Each step: approve two random tips with a transaction whose weights are random noise."""
 
-    def __init__(self, genesis_id: str, broker: Broker, store: Store, seed: int) -> None:
+    def __init__(self, genesis_id: str, broker: Broker, store: Store, seed: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self.genesis_id = genesis_id
         self.broker = broker
         self.store = store
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.peer_id = broker.peer_id
+        self.clock = clock
         self.published = 0
         self._genesis: Genesis | None = None
         self._seen: list[str] = []
@@ -63,7 +66,7 @@ class RandomWeightsAttacker:
         cid = self.store.put(encode_weights(noise), pin=True)
         recent = self._seen[-20:]
         parents = {self.rng.choice(recent) for _ in range(2)}
-        tx = Transaction.create(parents, cid, self.peer_id, time.time(),
+        tx = Transaction.create(parents, cid, self.peer_id, self.clock(),
                                 metadata={"accuracy": 1.0})  # it lies about its accuracy
         tx = tx.signed(self.broker.sign(tx.signing_bytes()))  # a peer like any other
         put_record(self.store, tx)

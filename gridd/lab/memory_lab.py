@@ -14,6 +14,7 @@ its reference model is the consensus scored on the held-out test set after each 
 
 from __future__ import annotations
 
+import itertools
 import random
 import resource
 import time
@@ -28,6 +29,7 @@ from gridd.tree.genesis import create_genesis
 from gridd.tree.notebook import make_observer
 from gridd.tree.peer import TreePeer
 
+LAB_EPOCH = 1_700_000_000.0  # a lab's simulated clock starts here (unix seconds)
 Progress = Callable[[int, float, int], None]  # (client_epochs, accuracy, transactions)
 
 
@@ -100,8 +102,12 @@ class MemoryLab:
         self.started = time.monotonic()
         self.net = MemoryNetwork()
         self.recipe = digits_recipe()
+        # Simulated issue times: transaction ids hash their time, and ids break ties in tip
+        # and reference selection, so wall-clock times made a seeded lab differ run to run.
+        ticks = itertools.count()
+        self.now = lambda: LAB_EPOCH + 0.001 * next(ticks)
         self.genesis_id = create_genesis(self.net.store(), self.recipe, init_seed=opts.seed,
-                                         issuer="lab")
+                                         issuer="lab", created_at=self.now())
         settings = opts.tree_settings("memory")
         self.clock = OverlapClock(opts.overlap)
         self.peers: list[TreePeer | RandomWeightsAttacker] = []
@@ -109,12 +115,13 @@ class MemoryLab:
             broker = OverlapBroker(self.net.broker(f"peer-{i:03d}"), self.clock)
             if i in data.malicious and data.attack == "random":
                 self.peers.append(RandomWeightsAttacker(self.genesis_id, broker,
-                                                        self.net.store(), opts.seed + i))
+                                                        self.net.store(), opts.seed + i,
+                                                        clock=self.now))
             else:
                 self.peers.append(TreePeer(
                     genesis_id=self.genesis_id, broker=broker, store=self.net.store(),
                     dataset=dataset, settings=settings, seed=opts.seed + i,
-                    prefer="numpy" if opts.model == "no_tf" else "keras"))
+                    prefer="numpy" if opts.model == "no_tf" else "keras", clock=self.now))
         self.observer = make_observer(self.genesis_id, self.net.broker("observer"),
                                       self.net.store(), observer_data(data), settings,
                                       seed=opts.seed + 10_000)

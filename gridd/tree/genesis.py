@@ -96,6 +96,7 @@ def create_genesis(
     keras_model: Any = None,
     init_seed: int = 0,
     issuer: str = "",
+    created_at: float | None = None,
 ) -> str:
     """Store recipe, architecture and initial weights; return the genesis transaction id.
 
@@ -125,7 +126,7 @@ def create_genesis(
     tx = Transaction.genesis(
         weights_cid,
         issuer=issuer or "genesis",
-        created_at=time.time(),
+        created_at=time.time() if created_at is None else created_at,
         tag=GENESIS_TAG,
         metadata=metadata,
     )

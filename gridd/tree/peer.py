@@ -21,7 +21,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +116,7 @@ class TreePeer:
         seed: int | None = None,
         prefer: str = "auto",
         observer: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """observer=True: a peer that follows and scores (with `dataset` as validation data
         when given) but never trains or publishes, and whose data size does not count in
@@ -132,6 +133,7 @@ class TreePeer:
         self.prefer = settings.prefer if prefer == "auto" else prefer
         self.observer = observer
         self.rng = random.Random(self.seed)
+        self.clock = clock  # issue times of our transactions (a lab's is simulated)
         self.peer_id = broker.peer_id
         self.genesis: Genesis | None = None
         self.counters = _Counters()
@@ -531,7 +533,7 @@ class TreePeer:
         assert self._trainer is not None
         weights_cid = self.bank.put(weights)
         unsigned = Transaction.create(
-            tips, weights_cid, self.peer_id, time.time(),
+            tips, weights_cid, self.peer_id, self.clock(),
             metadata={
                 "accuracy": round(local.accuracy, 6),
                 "loss": round(local.loss, 6) if np.isfinite(local.loss) else None,

@@ -67,12 +67,16 @@ def test_memory_lab_learns_far_above_chance(overlap: int) -> None:
 
 
 def test_memory_lab_is_reproducible() -> None:
-    opts = LabOptions(transport="memory", peers=5, client_epochs=40)
+    """Same seed, same lab: issue times are simulated, so transaction ids (which hash them
+    and break ties in tip and reference selection) are the same in every run (issue 14:
+    three runs of one seeded scenario ended at 63.9 %, 61.9 % and 61.7 %)."""
+    opts = LabOptions(transport="memory", peers=5, client_epochs=60, overlap=4)
     data = lab_data("digits", 5, 0.5, 3)
     first = run_memory_lab(opts, data)
     second = run_memory_lab(opts, data)
-    assert [p.consensus_accuracy for p in first.timeline] == [
-        p.consensus_accuracy for p in second.timeline
+    assert first.genesis_id == second.genesis_id
+    assert [(p.transactions, p.consensus_accuracy) for p in first.timeline] == [
+        (p.transactions, p.consensus_accuracy) for p in second.timeline
     ]
 
 
