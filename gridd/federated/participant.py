@@ -108,7 +108,8 @@ class Participant:
                 # A repeat: the coordinator did not hear our answer (pubsub drops messages
                 # now and then); say it again if we have it, else we are still at it.
                 answer = self._answers.get(key)
-                if position == latest and answer is not None and answer[0] == position:
+                if position == latest and answer is not None and answer[0] == position \
+                        and self.peer_id in body["workers"]:
                     self._send(answer[1], owner, body, **answer[2])
                 return  # or an older round of this run arriving late
             self._latest[key] = position

@@ -246,3 +246,6 @@ def test_a_lost_update_is_asked_for_again_not_waited_for(grid) -> None:
     assert lost == [1]
     assert history.history["workers"] == [3.0, 3.0]
     assert history.rounds[0]["round_seconds"] < 10  # asked again after 2 s, not 60
+    # only the worker that owed an answer was asked again; the others did not repeat theirs
+    assert grid.hub.metrics.updates.labels(outcome="rejected",
+                                           reason="duplicate")._value.get() == 0
