@@ -118,7 +118,7 @@ def run_worker(settings: ComputeSettings, state_dir: Path | None = None,
         click.echo(f"start_worker --compute: {e}", err=True)
         sys.exit(2)
     for d in datasets.values():
-        info = d.describe()
+        info = d.description
         log.info("dataset %s: %d rows (+%d held out), features %s, %d classes, from %s",
                  d.name, info["samples"], info["holdout"], tuple(info["shape"]),
                  info["num_classes"], d.path)

@@ -153,7 +153,7 @@ register_kind(AD, {
     "max_params": Field(int, required=False, check=lambda v: v >= 1,
                         why="max_params must be >= 1"),
     # Datasets kept on this worker for federated jobs: their description, never the data
-    # (gridd.federated.datasets.describe). Optional: older workers have none.
+    # (gridd.federated.datasets.LocalDataset.description). Optional: older workers have none.
     "datasets": Field(list, required=False, max_len=MAX_DATASETS, items=dict,
                       check=lambda v: all(_dataset_entry(d) for d in v),
                       why="datasets: entries need name, samples, holdout, shape, dtype, "

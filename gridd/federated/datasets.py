@@ -5,12 +5,13 @@ allow_pickle=False, by the same loader tree peers use (gridd.data.load_npz: keys
 optionally x_val, y_val), so a wrong file stops the worker with a sentence, not a job with a
 stack trace. Without x_val/y_val a seeded `holdout` fraction is kept aside for federated
 evaluation; with holdout 0 every row trains and the worker reports no evaluation. What the
-worker advertises is `describe()`: name, counts, feature shape, dtype and classes, never
+worker advertises is `description`: name, counts, feature shape, dtype and classes, never
 a sample.
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +39,10 @@ class LocalDataset:
     def samples(self) -> int:
         return len(self.data.x)
 
-    def describe(self) -> dict[str, Any]:
-        """What the worker's ads say about it (gridd.compute.protocol AD `datasets`)."""
+    @functools.cached_property
+    def description(self) -> dict[str, Any]:
+        """What the worker's ads say about it (gridd.compute.protocol AD `datasets`):
+        computed once, since the data never changes and an ad goes out every few seconds."""
         labels = np.unique(np.concatenate([self.data.y, self.data.y_val]))
         return {
             "name": self.name, "samples": self.samples, "holdout": len(self.data.x_val),

@@ -95,7 +95,7 @@ class Participant:
             return len(self._running)
 
     def describe(self) -> list[dict[str, Any]]:
-        return [d.describe() for d in self.datasets.values()]
+        return [d.description for d in self.datasets.values()]
 
     # -- the loop's calls ------------------------------------------------------------------
 
