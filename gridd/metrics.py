@@ -148,6 +148,10 @@ class TreeMetrics:
         self.tx_rejected = _zero(Counter(
             "gridd_tx_rejected", "Transactions or messages rejected", ["reason"], registry=r
         ), TX_REJECT_REASONS)
+        self.tips_vetted_out = _zero(Counter(
+            "gridd_tips_vetted_out", "Candidate models this peer refused to average",
+            ["reason"], registry=r
+        ), ("deviation", "mix_loss"))
         self.trainings = Counter("gridd_trainings", "Local trainings run", registry=r)
         self.training_seconds = Histogram(
             "gridd_training_seconds", "Wall time of one local training", buckets=TRAINING_BUCKETS,

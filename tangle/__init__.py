@@ -17,6 +17,7 @@ from tangle.reference import (
     DEFAULT_WINDOW,
     Candidate,
     confidence,
+    frontier,
     rank,
     reference,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "UnknownTransaction",
     "confidence",
     "export_graph",
+    "frontier",
     "is_transaction_id",
     "rank",
     "rebuild",

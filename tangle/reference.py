@@ -109,3 +109,23 @@ def reference(
     if top < 1:
         raise ValueError("top must be >= 1")
     return [c.id for c in rank(tangle, selector, rounds, count, rng, window)[:top]]
+
+
+def frontier(
+    tangle: Tangle,
+    selector: Sampler,
+    draws: int,
+    rng: RandomSource = None,
+    limit: int | None = None,
+) -> list[str]:
+    """The distinct tips `draws` walks reach, the most reached first (ties: later arrival).
+
+    When many peers train at once, the tangle's newest layer holds many concurrent tips,
+    one per peer; averaging all the acceptable ones is what FedAvg does with a round, while
+    averaging a fixed few leaves each peer with a biased sample of the network's work.
+    """
+    if draws < 1:
+        raise ValueError("draws must be >= 1")
+    hits = Counter(tangle.index_of(tip) for tip in selector.sample(tangle, draws, rng))
+    order = sorted(hits, key=lambda node: (hits[node], node), reverse=True)
+    return [tangle.id_of(node) for node in order[:limit]]

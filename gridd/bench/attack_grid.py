@@ -38,8 +38,8 @@ from gridd.localports import free_port
 # asks for rejected/refused/dropped; throttling and handler errors are defences and bugs).
 COUNTER_WORDS = ("rejected", "refused", "dropped", "throttled", "handler_errors")
 TREE_ENV = {  # the lab's fast settings (gridd lab --transport ipfs)
-    "TRAINING_INTERVAL": "1.0", "ACTIVE_QUOTA": "1.0", "NUM_OF_TIPS": "4",
-    "NUM_OF_SAMPLING_ROUND": "35", "REFERENCE_TOP": "5", "TIP_SELECTOR": "accuracy",
+    "TRAINING_INTERVAL": "1.0", "ACTIVE_QUOTA": "1.0", "NUM_OF_TIPS": "8",
+    "NUM_OF_SAMPLING_ROUND": "35", "REFERENCE_TOP": "8", "TIP_SELECTOR": "accuracy",
     "MODEL": "no_tf", "ANNOUNCE_INTERVAL": "5", "LOGGING_LEVEL": "WARNING",
 }
 GROUPS = ("tree", "tree_kubo", "worker", "worker_kubo")

@@ -28,8 +28,9 @@ from gridd.bench import RESULTS_DIR, table
               help="random: publish noise weights; labelflip: train on flipped labels.")
 @click.option("--client-epochs", type=click.IntRange(1), default=None,
               help="Stop after this many local epochs in total [default: 30 per peer].")
-@click.option("--num-of-tips", type=click.IntRange(1, 8), default=4, show_default=True)
-@click.option("--reference-top", type=click.IntRange(1, 64), default=5, show_default=True)
+@click.option("--num-of-tips", type=click.IntRange(1, 8), default=8, show_default=True,
+              help="At most this many tips approved and averaged per transaction.")
+@click.option("--reference-top", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--tip-selector", type=click.Choice(["random_walk", "accuracy", "uniform"]),
               default="accuracy", show_default=True,
               help="accuracy: walks prefer models that do well on the peer's own data.")

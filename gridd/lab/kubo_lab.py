@@ -26,7 +26,7 @@ from gridd.ipfs.cluster import LocalCluster
 from gridd.lab.attackers import RandomWeightsAttacker
 from gridd.lab.options import LabOptions, LabResult, Point, digits_recipe, holdout_accuracy
 from gridd.lab.partition import LabData, observer_data
-from gridd.lab.processes import rss_bytes, scrape
+from gridd.lab.processes import cpu_seconds, rss_bytes, scrape
 from gridd.lab.staleness import median_staleness
 from gridd.lab.watch import LabWatch
 from gridd.localports import free_port
@@ -218,6 +218,7 @@ def _follow(
         if watch is not None:
             watch.point(point)
         result.peak_memory_bytes = max(result.peak_memory_bytes, rss_bytes(pids))
+        result.cpu_seconds = max(result.cpu_seconds, cpu_seconds(pids))
         if progress is not None:
             progress(epochs, acc, len(observer.tangle))
 

@@ -29,6 +29,7 @@ from gridd.tree.genesis import create_genesis
 from gridd.tree.notebook import make_observer
 from gridd.tree.peer import TreePeer
 
+MAX_IDLE_ROUNDS = 50  # rounds in which nobody trained before a lab gives up
 LAB_EPOCH = 1_700_000_000.0  # a lab's simulated clock starts here (unix seconds)
 Progress = Callable[[int, float, int], None]  # (client_epochs, accuracy, transactions)
 
@@ -174,8 +175,15 @@ def run_memory_lab(opts: LabOptions, data: LabData, progress: Progress | None = 
         result.timeline.append(lab.open())
         if on_ready is not None:
             on_ready(lab)
+        idle = 0
         while lab.epochs < opts.budget:
+            before = lab.epochs
             point = lab.round()
+            idle = idle + 1 if lab.epochs == before else 0
+            if idle >= MAX_IDLE_ROUNDS:  # no peer could train: report, do not spin forever
+                result.notes.append(f"stopped: no training for {idle} rounds "
+                                    f"({lab.epochs} of {opts.budget} client-epochs)")
+                break
             result.timeline.append(point)
             if on_point is not None:
                 on_point(point)

@@ -33,10 +33,10 @@ class LabOptions:
     client_epochs: int | None = None  # budget; None = 30 per peer (Flower's 30 rounds)
     active_quota: float = 1.0
     training_interval: float = 1.0  # seconds, real-Kubo peers only
-    num_of_tips: int = 4
+    num_of_tips: int = 8
     sampling_rounds: int = 35
     tip_selector: str = "accuracy"
-    reference_top: int = 5
+    reference_top: int = 8
     overlap: int = 2  # memory lab: see memory_lab; 2 matches 10 real Kubo peers' staleness
     model: str = "no_tf"  # no_tf (numpy peers) or tf (Keras peers)
     max_seconds: float = 1800.0  # a real-Kubo lab gives up after this long
@@ -90,6 +90,7 @@ class LabResult:
     metrics_urls: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     staleness_median: float | None = None
+    cpu_seconds: float = 0.0  # real-Kubo lab: CPU time of every peer, daemon and the lab
 
     @property
     def final_accuracy(self) -> float:
@@ -115,6 +116,7 @@ class LabResult:
             "wall_seconds": self.wall_seconds,
             "peak_memory_bytes": self.peak_memory_bytes,
             "staleness_median": self.staleness_median,
+            "cpu_seconds": self.cpu_seconds,
             "metrics_urls": self.metrics_urls,
             "notes": self.notes,
             "timeline": [asdict(p) for p in self.timeline],

@@ -25,10 +25,9 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def rss_bytes(pids: Iterable[int]) -> int:
-    """Resident memory of the given processes and all their children, summed."""
-    seen: set[int] = set()
-    total = 0
+def _family(pids: Iterable[int]) -> list[psutil.Process]:
+    """The given processes and all their children, each once."""
+    seen: dict[int, psutil.Process] = {}
     for pid in pids:
         try:
             proc = psutil.Process(pid)
@@ -36,11 +35,28 @@ def rss_bytes(pids: Iterable[int]) -> int:
         except psutil.Error:
             continue
         for p in family:
-            if p.pid in seen:
-                continue
-            seen.add(p.pid)
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
+            seen.setdefault(p.pid, p)
+    return list(seen.values())
+
+
+def rss_bytes(pids: Iterable[int]) -> int:
+    """Resident memory of the given processes and all their children, summed."""
+    total = 0
+    for p in _family(pids):
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU time (user + system) used so far by the given processes and their children."""
+    total = 0.0
+    for p in _family(pids):
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
     return total

@@ -34,7 +34,7 @@ DEFAULT_STATE_ROOT = Path("~/.gridd/tree")
 _SETTING_FLAGS = [
     ("training_interval", "Seconds between training attempts (TRAINING_INTERVAL)."),
     ("active_quota", "Probability of training at each interval, 0..1 (ACTIVE_QUOTA)."),
-    ("num_of_tips", "Tips each new transaction approves (NUM_OF_TIPS)."),
+    ("num_of_tips", "At most this many acceptable tips approved and averaged (NUM_OF_TIPS)."),
     ("num_of_sampling_round", "Tip samples for the reference model (NUM_OF_SAMPLING_ROUND)."),
     ("runtime", "auto | tf | no_tf: which model runtime to use (MODEL)."),
     ("timeout", "Seconds an IPFS fetch may take (TIMEOUT)."),
@@ -46,6 +46,11 @@ _SETTING_FLAGS = [
     ("tip_selector", "random_walk | accuracy | uniform (TIP_SELECTOR)."),
     ("selector_alpha", "Walk bias (SELECTOR_ALPHA)."),
     ("reference_top", "Transactions averaged into the reference model (REFERENCE_TOP)."),
+    ("vet_tolerance", "Keep a tip if half-mixed into the best model it adds at most this loss "
+     "(VET_TOLERANCE, nats)."),
+    ("max_deviation", "Keep a tip only within this many times that model's norm of it "
+     "(MAX_DEVIATION)."),
+    ("momentum", "Follow the network's last step this much further, 0..1 (MOMENTUM)."),
     ("retention_window", "Keep weights this deep below the tips; off = keep everything "
      "(RETENTION_WINDOW)."),
     ("retention_own", "Also keep the weights of this many own transactions; all = every one "

@@ -7,12 +7,18 @@ it (handle queued messages, run finished fetches' callbacks, queue due fetches),
 thread, so the tangle needs no locks). The lab steps a hundred in-memory peers from one
 loop without calling `run`; on the in-memory network the runtime starts no thread.
 
-One training attempt: select NUM_OF_TIPS tips, average their weights, train for the
-recipe's local epochs, evaluate on the local validation split, compare with the reference
-model (the top REFERENCE_TOP transactions of NUM_OF_SAMPLING_ROUND tip-sampling rounds,
-averaged) and publish a transaction approving the tips only if it is better. A published
-transaction is stored, pinned and logged *before* it is announced, so an announced
-transaction is never lost by its issuer.
+One training attempt (issue 14 measured each part; see docs/architecture.md):
+- walks (NUM_OF_SAMPLING_ROUND x 4 of them) find the tips they reach: the frontier;
+- the acceptable ones (gridd.tree.vetting: judged by what they do to an average, so
+  specialists of other labels stay and noise goes), at most NUM_OF_TIPS, are averaged
+  (FedAvg weights) - with many concurrent tips this is a FedAvg round;
+- MOMENTUM extrapolates that average along the network's last step (the average of the
+  tips minus the average of their parents), as FedAvgM's server would;
+- train for the recipe's local epochs and publish a transaction approving those tips if
+  the result beats the model it started from on the local validation split.
+The reference (consensus) model averages the top max(REFERENCE_TOP, tips used) transactions
+of the confidence ranking, vetted the same way. A published transaction is stored, pinned
+and logged *before* it is announced, so an announced transaction is never lost by its issuer.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from gridd.tree.retention import Policy
 from gridd.tree.settings import TreeSettings
 from gridd.tree.state import LOG_FILE, PeerState, load_state, save_state
 from gridd.tree.trainer import LocalTrainer, Scores
+from gridd.tree.vetting import Verdict, extrapolate, judge
 from gridd.tree.weights import WeightsBank, weights_cap
 from gridd.wire import WireError
 from tangle import (
@@ -52,6 +59,7 @@ from tangle import (
     TipSelector,
     Transaction,
     UniformSelector,
+    frontier,
     rebuild,
     reference,
 )
@@ -67,6 +75,8 @@ HELLO_REPEAT_GAP = 2.0  # while nobody has answered
 MAX_PEERS_SEEN = 10_000
 MAX_SCORES = 4_096
 MAX_PUBLISHED_KEPT = 1_000
+DRAWS_PER_ROUND = 4  # walks per NUM_OF_SAMPLING_ROUND, for the frontier and the ranking
+FRONTIER_LIMIT = 24  # distinct tips considered per step (attackers can make tips cheaply)
 
 
 @dataclass(frozen=True)
@@ -74,13 +84,14 @@ class StepResult:
     """Outcome of one training attempt."""
 
     published: bool
-    reason: str  # published | not_better | observer | weights_unavailable
+    reason: str  # published | not_better (than its start) | observer | weights_unavailable
     tx_id: str | None = None
     parents: tuple[str, ...] = ()
     local: Scores | None = None
     reference: Scores | None = None
     reference_ids: tuple[str, ...] = ()
     seconds: float = 0.0
+    start: Scores | None = None  # the model training started from (what it must beat)
 
     @property
     def local_accuracy(self) -> float | None:
@@ -148,6 +159,10 @@ class TreePeer:
         self._selector: TipSelector | None = None
         self._state = PeerState(genesis_id)
         self._scores: dict[str, float] = _BoundedScores(MAX_SCORES)  # tx id -> local score
+        self._losses: dict[str, float] = _BoundedScores(MAX_SCORES)  # tx id -> local loss
+        self._trusted: list[np.ndarray] | None = None  # own last model / observer's consensus
+        self._last_reference: list[str] = []
+        self.last_verdict: Verdict | None = None
         self._last_announce = -float("inf")
         self._hello_until = 0.0
         self._next_hello_check = 0.0
@@ -296,32 +311,74 @@ class TreePeer:
         """Weights of one transaction of the tangle (cached, else reloaded by CID)."""
         return self.bank.get(self.tangle[tx_id].weights_cid)
 
-    def reference_ids(self, rng: random.Random | None = None) -> list[str]:
-        """The transactions the reference model averages (top-m of the sampled ranking).
+    def reference_ids(self, rng: random.Random | None = None,
+                      breadth: int | None = None) -> list[str]:
+        """The transactions the reference model averages: the top max(REFERENCE_TOP,
+        `breadth`) of the sampled ranking, vetted, at most NUM_OF_TIPS. `breadth` defaults
+        to the number of acceptable frontier tips, so that with many concurrent tips the
+        consensus averages all of them (a FedAvg round), not a few specialists. If none is
+        acceptable: the last reference, else this peer's last transaction, else genesis.
         `rng`: sample with it instead of the peer's own stream (a read-only viewer must not
-        change what a seeded peer does next)."""
+        change what a seeded peer does next; nor does it change the peer's state)."""
         s = self.settings
+        own_stream = rng is None
+        rng = self.rng if rng is None else rng
+        if breadth is None:
+            breadth = len(self.vet(self.frontier(rng), remember=own_stream))
         ids = reference(
-            self.tangle, self._sampler(), rounds=s.num_of_sampling_round, top=s.reference_top,
-            rng=self.rng if rng is None else rng, count=s.num_of_tips,
+            self.tangle, self._sampler(), rounds=s.num_of_sampling_round,
+            top=max(s.reference_top, breadth), rng=rng, count=DRAWS_PER_ROUND,
             window=s.reference_window,
         )
-        return self.vet(ids) if ids else self.tangle.tips()[-1:]
+        kept = self.vet(ids, remember=own_stream)[:s.num_of_tips] or self._fallback()
+        if own_stream:
+            self._last_reference = kept
+            if self.observer or self._trusted is None:
+                self._trusted = self._try_average(kept)
+        return kept
 
-    def vet(self, tx_ids: Sequence[str], floor: float = 0.0) -> list[str]:
-        """Drop candidates far worse on local data than the best of them (or than `floor`).
+    def frontier(self, rng: random.Random | None = None) -> list[str]:
+        """Distinct tips the walks reach, most reached first (at most FRONTIER_LIMIT)."""
+        s = self.settings
+        return frontier(self.tangle, self._sampler(), s.num_of_sampling_round * DRAWS_PER_ROUND,
+                        self.rng if rng is None else rng, FRONTIER_LIMIT)
+
+    def _fallback(self) -> list[str]:
+        """What to build on when no candidate is acceptable (see reference_ids)."""
+        last = [i for i in self._last_reference if i in self.tangle]
+        own = [i for i in self._state.published[-1:] if i in self.tangle]
+        return last or own or [self.genesis_id]
+
+    def _try_average(self, tx_ids: Sequence[str]) -> list[np.ndarray] | None:
+        try:
+            return self.average(tx_ids)
+        except Exception:  # nothing loadable: keep trusting what we trusted
+            return self._trusted
+
+    def vet(self, tx_ids: Sequence[str], remember: bool = True) -> list[str]:
+        """The candidates this peer may average, in the order given (gridd.tree.vetting).
 
         A walk must move to an approver even when it is the only one, so a noise model that
-        approves a good transaction can end a walk. With TIP_SELECTOR accuracy each candidate
-        is scored (once, cached) and kept only if it reaches VET_RATIO of the best of its
-        fellow candidates and `floor` (the reference model's score when training); the
-        result may be empty. Other selectors keep everything (they promise no defence).
+        approves a good transaction can end a walk, and attackers make tips cheaply. With
+        TIP_SELECTOR accuracy each candidate is judged on local validation data by what it
+        does to an average (VET_TOLERANCE, MAX_DEVIATION), against the best of the
+        candidates and this peer's trusted model; the result may be empty. Candidates
+        whose weights cannot be had are dropped. Other selectors keep everything (they
+        promise no defence).
         """
         if self.settings.tip_selector != "accuracy" or self._trainer is None:
             return list(tx_ids)
-        scores = {i: self._cached_score(i) for i in tx_ids}
-        best = max([floor, *scores.values()])
-        return [i for i in tx_ids if scores[i] >= self.settings.vet_ratio * best]
+        ids, weights = self._loadable(list(dict.fromkeys(tx_ids)), quiet=True)
+        s = self.settings
+        trainer = self._trainer
+        verdict = judge(ids, weights, lambda w: trainer.evaluate(w).loss,
+                        trusted=self._trusted, tolerance=s.vet_tolerance,
+                        max_deviation=s.max_deviation, own_loss=self._cached_loss)
+        if remember:
+            self.last_verdict = verdict
+            for reason in verdict.rejected.values():
+                self.metrics.tips_vetted_out.labels(reason).inc()
+        return verdict.kept
 
     def measured_accuracy(self, tx_id: str, compute: bool = False) -> float | None:
         """Accuracy of a transaction's model on this peer's validation data: the cached
@@ -337,6 +394,14 @@ class TreePeer:
     def evaluate(self, weights: list[np.ndarray]) -> Scores | None:
         """Loss and accuracy of `weights` on this peer's validation data (None without)."""
         return None if self._trainer is None else self._trainer.evaluate(weights)
+
+    def _cached_loss(self, tx_id: str, weights: Sequence[np.ndarray]) -> float:
+        value = self._losses.get(tx_id)
+        if value is None:
+            assert self._trainer is not None
+            loss = self._trainer.evaluate(weights).loss
+            value = self._losses[tx_id] = loss if np.isfinite(loss) else float("inf")
+        return value
 
     def _cached_score(self, tx_id: str) -> float:
         value = self._scores.get(tx_id)
@@ -373,7 +438,8 @@ class TreePeer:
         updates = [Update(w, c, i) for w, c, i in zip(weights, coef, tx_ids, strict=True)]
         return FedAvg().aggregate(weights[0] if weights else [], updates)
 
-    def _loadable(self, tx_ids: Sequence[str]) -> tuple[list[str], list[list[np.ndarray]]]:
+    def _loadable(self, tx_ids: Sequence[str], quiet: bool = False
+                  ) -> tuple[list[str], list[list[np.ndarray]]]:
         """The transactions whose weights can be had, with their weights. A blob that left
         this peer's retention window is fetched again; one nobody serves is skipped (an
         error only if none is left), so a training step goes on with what there is."""
@@ -387,7 +453,7 @@ class TreePeer:
                 error = e
                 continue
             ids.append(i)
-        if not ids and error is not None:
+        if not ids and error is not None and not quiet:
             raise error
         if error is not None:
             log.info("averaging %d of %d transactions: %s", len(ids), len(tx_ids), error)
@@ -485,44 +551,64 @@ class TreePeer:
             return self._remember(StepResult(False, "observer"))
         start = time.perf_counter()
         s = self.settings
-        tangle = self.tangle
         assert self._selector is not None
-        selected = self._selector.select(tangle, s.num_of_tips, self.rng)
-        tips = tuple(selected)
+        candidates = self.frontier()
+        tips: tuple[str, ...] = ()
         try:
-            ref_ids = tuple(self.reference_ids())
-            ref_weights = self.average(ref_ids)
-            ref = self._trainer.evaluate(ref_weights)
+            tips = tuple(self.vet(candidates)[:s.num_of_tips])
+            ref_ids = tuple(self.reference_ids(breadth=len(tips)))
+            ref = self._trainer.evaluate(self.average(ref_ids))
             # Build only on tips worth building on; if none is, on the reference itself.
-            tips = tuple(self.vet(selected, floor=ref.accuracy)) or ref_ids
-            start_weights = self.average(list(dict.fromkeys(tips)))
+            tips = tips or ref_ids
+            start_weights = self._start_weights(tips)
         except Exception as e:  # pinned content should not vanish; if it does, skip a round
             log.warning("weights unavailable for training: %s", e)
             return self._remember(StepResult(False, "weights_unavailable", parents=tips))
         trained, seconds = self._trainer.train(start_weights, seed=self.rng.randrange(2**31))
+        self._trusted = trained
         self.metrics.trainings.inc()
         self.metrics.training_seconds.observe(seconds)
         self._state.trainings += 1
         self._state.client_epochs += self._trainer.recipe.local_epochs
         local = self._trainer.evaluate(trained)
+        before = self._trainer.evaluate(start_weights)
         m = self.metrics
         m.local_accuracy.set(local.accuracy)
         m.local_loss.set(local.loss)
         m.consensus_accuracy.set(ref.accuracy)
         m.consensus_loss.set(ref.loss)
         tx_id = None
-        if local.beats(ref, s.min_improvement):
+        if local.beats(before, s.min_improvement):
             tx_id = self._publish_tx(tips, trained, local, ref)
         if self.state_dir is not None:
             save_state(self.state_dir, self._state)
         result = StepResult(
             tx_id is not None, "published" if tx_id else "not_better", tx_id, tips, local, ref,
-            ref_ids, time.perf_counter() - start,
+            ref_ids, time.perf_counter() - start, before,
         )
         log.info("step: local acc %.4f vs reference %.4f -> %s%s", local.accuracy,
                  ref.accuracy, result.reason, f" {tx_id[:12]}" if tx_id else "")
         self._update_gauges()
         return self._remember(result)
+
+    def _start_weights(self, tips: Sequence[str]) -> list[np.ndarray]:
+        """The average of `tips`, carried MOMENTUM further along the network's last step
+        (that average minus the average of the tips' parents). Only over two or more tips:
+        one tip's step is one peer's update, and extrapolating a specialist's update
+        under label skew (peers training one after another) cost 35 points on the bench.
+        Without the parents' weights, or at genesis, the plain average."""
+        current = self.average(list(dict.fromkeys(tips)))
+        momentum = self.settings.momentum
+        parents = list(dict.fromkeys(p for t in tips for p in self.tangle[t].parents
+                                     if p in self.tangle))
+        if not momentum or not parents or len(set(tips)) < 2:
+            return current
+        try:
+            previous = self.average(parents)
+        except Exception as e:  # parents outside retention and nobody serves them
+            log.info("no momentum this step: %s", e)
+            return current
+        return extrapolate(current, previous, momentum)
 
     def _remember(self, result: StepResult) -> StepResult:
         self.last_step = result

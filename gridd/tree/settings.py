@@ -34,7 +34,7 @@ class TreeSettings:
 
     training_interval: float = 10.0
     active_quota: float = 1.0
-    num_of_tips: int = 4
+    num_of_tips: int = 8
     num_of_sampling_round: int = 35
     model: str = "auto"
     timeout: float = 30.0
@@ -45,13 +45,16 @@ class TreeSettings:
     announce_interval: float = 30.0
     tip_selector: str = "accuracy"
     selector_alpha: float | None = None
-    reference_top: int = 5
+    reference_top: int = 8
     reference_window: int = 25
     min_improvement: float = 0.0
     max_pending: int = 10_000
     weights_cache: int = 32
     sample_weight_cap: float = 4.0
     vet_ratio: float = 0.5
+    vet_tolerance: float = 1.0
+    max_deviation: float = 1.0
+    momentum: float = 0.9
     retention_window: int = 30
     retention_own: int = 10
     retention_interval: float = 60.0
@@ -107,6 +110,10 @@ class TreeSettings:
         _int_range("WEIGHTS_CACHE", self.weights_cache, 1, 100_000)
         _positive("SAMPLE_WEIGHT_CAP", self.sample_weight_cap, allow_zero=True)
         _fraction("VET_RATIO", self.vet_ratio)
+        _positive("VET_TOLERANCE", self.vet_tolerance, allow_zero=True)
+        _positive("MAX_DEVIATION", self.max_deviation)
+        if not (_is_real(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"MOMENTUM: expected a number in [0, 1), got {self.momentum!r}")
         _int_range("RETENTION_WINDOW", self.retention_window, 0, 1_000_000)
         _int_range("RETENTION_OWN", self.retention_own, -1, 1_000_000)
         _positive("RETENTION_INTERVAL", self.retention_interval)
