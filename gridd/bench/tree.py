@@ -12,7 +12,8 @@ local epoch per training, 30 client-epochs per peer. Every figure is the mean of
   FedAvg with every client every round for 30 rounds, on the same partition, each client
   on its whole part (gridd peers hold 20 % of theirs out for validation).
 - Attacks (memory lab, 10 peers, alpha 0.5, overlap 2): 20/30/40 % random-weight attackers
-  and 30 % label flippers, against the clean cell.
+  and 30 % label flippers, against the clean cell; then the same flippers, and a clean
+  alpha 0.1 cell, with VET_TOLERANCE 0.3 (the trade-off between the two).
 - Real Kubo: one process and daemon per peer at each --kubo-peers count, with memory per
   peer and CPU.
 
@@ -44,6 +45,7 @@ ALPHAS = (0.1, 0.5, 1.0)
 OVERLAPS = (0, 2, 5, 9)
 PEER_COUNTS = (10, 20)
 ATTACKS = (("random", 0.2), ("random", 0.3), ("random", 0.4), ("labelflip", 0.3))
+TIGHT = 0.3  # VET_TOLERANCE rows that show the label-flipping trade-off
 DEFAULT_CELL = {"peers": 10, "alpha": 0.5, "overlap": 2}
 EPOCHS_PER_PEER = 30
 
@@ -117,6 +119,9 @@ def run_memory(seeds: list[int], cells: list[dict[str, Any]], attacks: bool, wor
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """The matrix and attack rows; (matrix rows, attack rows, raw runs for the JSON)."""
     attack_cells = ([{**DEFAULT_CELL, "malicious": f, "attack": a} for a, f in ATTACKS]
+                    + [{**DEFAULT_CELL, "malicious": 0.3, "attack": "labelflip",
+                        "vet_tolerance": TIGHT},
+                       {**DEFAULT_CELL, "alpha": 0.1, "vet_tolerance": TIGHT}]
                     if attacks else [])
     everything = cells + attack_cells
     jobs = [(cell, seed) for cell in everything for seed in seeds]
@@ -130,11 +135,16 @@ def run_memory(seeds: list[int], cells: list[dict[str, Any]], attacks: bool, wor
     clean_default: float | None = None
     for cell, cell_runs in zip(everything, by_cell, strict=True):
         fed = statistics.mean(curves[(cell["peers"], cell["alpha"], s)][-1] for s in seeds)
-        if "attack" in cell:
-            name = f"{int(cell['malicious'] * 100)}% {cell['attack']}"
+        tight = f", VET_TOLERANCE {TIGHT}" if "vet_tolerance" in cell else ""
+        if "attack" in cell or tight:
+            name = (f"{round(cell['malicious'] * 100)}% {cell['attack']}" if "attack" in cell
+                    else f"clean, alpha {cell['alpha']}") + tight
             row = _row(name, cell_runs, fed)
-            if clean_default is not None:
-                row["vs_clean_pt"] = 100 * (row["final"] - clean_default)
+            clean = clean_default if "attack" in cell else next(
+                (r["final"] for r in matrix if r["scenario"] ==
+                 f"10 peers, alpha {cell['alpha']}, overlap {cell['overlap']}"), None)
+            if clean is not None:  # against the same cell, clean, at the default tolerance
+                row["vs_clean_pt"] = 100 * (row["final"] - clean)
             attack_rows.append(row)
         else:
             name = f"{cell['peers']} peers, alpha {cell['alpha']}, overlap {cell['overlap']}"

@@ -31,6 +31,9 @@ from gridd.bench import RESULTS_DIR, table
 @click.option("--num-of-tips", type=click.IntRange(1, 8), default=8, show_default=True,
               help="At most this many tips approved and averaged per transaction.")
 @click.option("--reference-top", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--vet-tolerance", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Keep a tip if half-mixed into the best model it adds at most this loss "
+                   "(nats); lower resists label flipping but drops specialists under skew.")
 @click.option("--tip-selector", type=click.Choice(["random_walk", "accuracy", "uniform"]),
               default="accuracy", show_default=True,
               help="accuracy: walks prefer models that do well on the peer's own data.")

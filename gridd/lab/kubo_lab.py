@@ -83,6 +83,7 @@ def _peer_env(opts: LabOptions) -> dict[str, str]:
         "NUM_OF_TIPS": str(opts.num_of_tips),
         "NUM_OF_SAMPLING_ROUND": str(opts.sampling_rounds),
         "REFERENCE_TOP": str(opts.reference_top),
+        "VET_TOLERANCE": str(opts.vet_tolerance),
         "TIP_SELECTOR": opts.tip_selector,
         "MODEL": opts.model,
         "ANNOUNCE_INTERVAL": "5",
