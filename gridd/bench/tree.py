@@ -1,6 +1,6 @@
 """Tree-mode benchmark: the tangle against FedAvg on the same partitions and budget.
 
-    python -m gridd.bench.tree [--quick] [--skip-kubo] [--kubo-peers 10,30] [--seeds 0,1,2]
+    python -m gridd.bench.tree [--quick] [--skip-kubo | --kubo-only] [--kubo-peers 10,30]
 
 Setup: sklearn digits / 16, stratified 20 % test split (random_state 0), a Dirichlet(alpha)
 label partition per seed, Input(64) -> Dense(32, relu) -> Dense(10), SGD 0.1, batch 16, one
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="10 peers, alpha 0.1 and 0.5, overlap 2 and 9, no attacks")
     p.add_argument("--skip-kubo", action="store_true", help="no real-Kubo rows")
+    p.add_argument("--kubo-only", action="store_true", help="only the real-Kubo rows")
     p.add_argument("--kubo-peers", default="10,30", help="real-Kubo peer counts")
     p.add_argument("--workers", type=int, default=2, help="memory-lab runs at once")
     p.add_argument("--out", default=None)
@@ -193,15 +194,20 @@ def main(argv: list[str] | None = None) -> int:
         cells = [{"peers": n, "alpha": a, "overlap": o}
                  for n in PEER_COUNTS for a in ALPHAS for o in OVERLAPS]
     t = time.monotonic()
-    matrix, attacks, raw = run_memory(seeds, cells, not args.quick, args.workers)
+    matrix: list[dict[str, Any]] = []
+    attacks: list[dict[str, Any]] = []
+    raw: dict[str, Any] = {}
+    if not args.kubo_only:
+        matrix, attacks, raw = run_memory(seeds, cells, not args.quick, args.workers)
     memory_seconds = time.monotonic() - t
     kubo_rows: list[dict[str, Any]] = []
     if not args.skip_kubo:
         kubo_rows, kubo_raw = run_kubo([int(n) for n in args.kubo_peers.split(",") if n], seeds[0])
         raw.update(kubo_raw)
-    print(f"clean matrix (mean of seeds {args.seeds}; FedAvg on the same partitions, "
-          f"{EPOCHS_PER_PEER} client-epochs per peer)")
-    print(table(matrix))
+    if matrix:
+        print(f"clean matrix (mean of seeds {args.seeds}; FedAvg on the same partitions, "
+              f"{EPOCHS_PER_PEER} client-epochs per peer)")
+        print(table(matrix))
     if attacks:
         print("\nattacks (10 peers, alpha 0.5, overlap 2; vs_clean against the clean cell)")
         print(table(attacks))
@@ -218,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
                                          if r["scenario"] == "30% labelflip"), None),
     }
     print(f"\ntargets: {targets}\nmemory lab: {memory_seconds:.0f} s")
-    path = save("tree", {"seeds": seeds, "matrix": matrix, "attacks": attacks, "kubo": kubo_rows,
-                         "targets": targets, "runs": raw}, Path(args.out) if args.out else None)
+    payload = {"seeds": seeds, "matrix": matrix, "attacks": attacks, "kubo": kubo_rows,
+               "targets": targets, "runs": raw}
+    path = save("tree-kubo" if args.kubo_only else "tree", payload,
+                Path(args.out) if args.out else None)
     print(f"saved {path}")
     return 0
 

@@ -124,6 +124,9 @@ def test_accuracy_selector_vets_noise_tips_that_a_walk_cannot_avoid() -> None:
     peer.process_messages()
     noise = [t for t in peer.tangle.tips() if peer.tangle[t].issuer == "mallory"]
     assert noise and peer.vet([good, *noise]) == [good]
+    refused = peer.metrics.tips_vetted_out.labels("deviation")._value.get()
+    assert refused == len(noise)  # counted by reason (gridd_tips_vetted_out_total)
+    assert peer.last_verdict is not None and set(peer.last_verdict.rejected) == set(noise)
     for _ in range(3):
         step = peer.train_step()
         assert not set(noise) & set(step.parents)
