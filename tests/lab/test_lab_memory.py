@@ -132,3 +132,32 @@ def test_accuracy_selector_vets_noise_tips_that_a_walk_cannot_avoid() -> None:
         assert not set(noise) & set(step.parents)
     peer.close()
     attacker.close()
+
+
+@pytest.mark.parametrize("momentum, beats", [(0.9, True), (0.0, False)])
+def test_synchronized_peers_under_extreme_skew_beat_fedavg_only_with_momentum(
+    momentum: float, beats: bool
+) -> None:
+    """Dirichlet 0.1, every peer training on the same snapshot (overlap 9), seed 0: the
+    case that ended at 63 % before the tangle averaged every acceptable tip. Averaging
+    alone gets 80 %, under FedAvg's 88 %; the server-free momentum is what beats it."""
+    import dataclasses
+
+    from gridd.bench.tree import fedavg
+    from gridd.lab import memory_lab
+
+    opts = LabOptions(transport="memory", alpha=0.1, overlap=9, seed=0)
+    data = lab_data("digits", opts.peers, opts.alpha, 0)
+    settings = dataclasses.replace(opts.tree_settings("memory"), momentum=momentum)
+    lab = memory_lab.MemoryLab(opts, data)
+    for peer in lab.trainers:
+        peer.settings = settings
+    lab.open()
+    try:
+        while lab.epochs < opts.budget:
+            point = lab.round()
+    finally:
+        lab.close()
+    baseline = fedavg(10, 0.1, 0, 30)[-1]
+    assert (point.consensus_accuracy > baseline) is beats, (point.consensus_accuracy, baseline)
+    assert point.consensus_accuracy > 0.75
