@@ -151,7 +151,7 @@ class TreeMetrics:
         self.tips_vetted_out = _zero(Counter(
             "gridd_tips_vetted_out", "Candidate models this peer refused to average",
             ["reason"], registry=r
-        ), ("deviation", "mix_loss"))
+        ), ("deviation", "mix_loss", "own_accuracy"))
         self.trainings = Counter("gridd_trainings", "Local trainings run", registry=r)
         self.training_seconds = Histogram(
             "gridd_training_seconds", "Wall time of one local training", buckets=TRAINING_BUCKETS,

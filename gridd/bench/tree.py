@@ -12,8 +12,8 @@ local epoch per training, 30 client-epochs per peer. Every figure is the mean of
   FedAvg with every client every round for 30 rounds, on the same partition, each client
   on its whole part (gridd peers hold 20 % of theirs out for validation).
 - Attacks (memory lab, 10 peers, alpha 0.5, overlap 2): 20/30/40 % random-weight attackers
-  and 30 % label flippers, against the clean cell; then the same flippers, and a clean
-  alpha 0.1 cell, with VET_TOLERANCE 0.3 (the trade-off between the two).
+  and 30 % label flippers, against the clean cell; then with VET_OWN_ACCURACY 0.5 (opt-in):
+  the flippers, 40 % random, and the clean alpha 0.5 and 0.1 cells (what it costs).
 - Real Kubo: one process and daemon per peer at each --kubo-peers count, with memory per
   peer and CPU.
 
@@ -45,7 +45,7 @@ ALPHAS = (0.1, 0.5, 1.0)
 OVERLAPS = (0, 2, 5, 9)
 PEER_COUNTS = (10, 20)
 ATTACKS = (("random", 0.2), ("random", 0.3), ("random", 0.4), ("labelflip", 0.3))
-TIGHT = 0.3  # VET_TOLERANCE rows that show the label-flipping trade-off
+STRICT = 0.5  # VET_OWN_ACCURACY rows: the opt-in defence against label flippers, and its cost
 DEFAULT_CELL = {"peers": 10, "alpha": 0.5, "overlap": 2}
 EPOCHS_PER_PEER = 30
 
@@ -120,8 +120,11 @@ def run_memory(seeds: list[int], cells: list[dict[str, Any]], attacks: bool, wor
     """The matrix and attack rows; (matrix rows, attack rows, raw runs for the JSON)."""
     attack_cells = ([{**DEFAULT_CELL, "malicious": f, "attack": a} for a, f in ATTACKS]
                     + [{**DEFAULT_CELL, "malicious": 0.3, "attack": "labelflip",
-                        "vet_tolerance": TIGHT},
-                       {**DEFAULT_CELL, "alpha": 0.1, "vet_tolerance": TIGHT}]
+                        "vet_own_accuracy": STRICT},
+                       {**DEFAULT_CELL, "malicious": 0.4, "attack": "random",
+                        "vet_own_accuracy": STRICT},
+                       {**DEFAULT_CELL, "vet_own_accuracy": STRICT},
+                       {**DEFAULT_CELL, "alpha": 0.1, "vet_own_accuracy": STRICT}]
                     if attacks else [])
     everything = cells + attack_cells
     jobs = [(cell, seed) for cell in everything for seed in seeds]
@@ -135,7 +138,7 @@ def run_memory(seeds: list[int], cells: list[dict[str, Any]], attacks: bool, wor
     clean_default: float | None = None
     for cell, cell_runs in zip(everything, by_cell, strict=True):
         fed = statistics.mean(curves[(cell["peers"], cell["alpha"], s)][-1] for s in seeds)
-        tight = f", VET_TOLERANCE {TIGHT}" if "vet_tolerance" in cell else ""
+        tight = f", VET_OWN_ACCURACY {STRICT}" if "vet_own_accuracy" in cell else ""
         if "attack" in cell or tight:
             name = (f"{round(cell['malicious'] * 100)}% {cell['attack']}" if "attack" in cell
                     else f"clean, alpha {cell['alpha']}") + tight
@@ -222,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                                 if r["scenario"] == "40% random"), None),
         "labelflip30_vs_clean_pt": next((r.get("vs_clean_pt") for r in attacks
                                          if r["scenario"] == "30% labelflip"), None),
+        "labelflip30_own_accuracy_vs_clean_pt": next(
+            (r.get("vs_clean_pt") for r in attacks
+             if r["scenario"] == f"30% labelflip, VET_OWN_ACCURACY {STRICT}"), None),
     }
     print(f"\ntargets: {targets}\nmemory lab: {memory_seconds:.0f} s")
     payload = {"seeds": seeds, "matrix": matrix, "attacks": attacks, "kubo": kubo_rows,

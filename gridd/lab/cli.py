@@ -33,7 +33,11 @@ from gridd.bench import RESULTS_DIR, table
 @click.option("--reference-top", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--vet-tolerance", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Keep a tip if half-mixed into the best model it adds at most this loss "
-                   "(nats); lower resists label flipping but drops specialists under skew.")
+                   "(nats).")
+@click.option("--vet-own-accuracy", type=click.FloatRange(0, 1), default=0.0,
+              show_default=True,
+              help="Also drop tips under this share of the best one's own accuracy: 0.5 "
+                   "stops label flippers when peers hold most labels, hurts strong skew.")
 @click.option("--tip-selector", type=click.Choice(["random_walk", "accuracy", "uniform"]),
               default="accuracy", show_default=True,
               help="accuracy: walks prefer models that do well on the peer's own data.")

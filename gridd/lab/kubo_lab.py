@@ -84,6 +84,7 @@ def _peer_env(opts: LabOptions) -> dict[str, str]:
         "NUM_OF_SAMPLING_ROUND": str(opts.sampling_rounds),
         "REFERENCE_TOP": str(opts.reference_top),
         "VET_TOLERANCE": str(opts.vet_tolerance),
+        "VET_OWN_ACCURACY": str(opts.vet_own_accuracy),
         "TIP_SELECTOR": opts.tip_selector,
         "MODEL": opts.model,
         "ANNOUNCE_INTERVAL": "5",

@@ -37,7 +37,8 @@ class LabOptions:
     sampling_rounds: int = 35
     tip_selector: str = "accuracy"
     reference_top: int = 8
-    vet_tolerance: float = 1.0  # see configs/tree.yaml; lower resists label flipping, not skew
+    vet_tolerance: float = 1.0  # see configs/tree.yaml
+    vet_own_accuracy: float = 0.0  # see configs/tree.yaml: against label flippers
     overlap: int = 2  # memory lab: see memory_lab; 2 matches 10 real Kubo peers' staleness
     model: str = "no_tf"  # no_tf (numpy peers) or tf (Keras peers)
     max_seconds: float = 1800.0  # a real-Kubo lab gives up after this long
@@ -68,6 +69,7 @@ class LabOptions:
             model=self.model, storage=backend, message_broker=backend, logger="none",
             logging_level="WARNING", announce_interval=5.0, tip_selector=self.tip_selector,
             reference_top=self.reference_top, vet_tolerance=self.vet_tolerance,
+            vet_own_accuracy=self.vet_own_accuracy,
         )
 
 

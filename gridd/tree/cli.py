@@ -50,6 +50,8 @@ _SETTING_FLAGS = [
      "(VET_TOLERANCE, nats)."),
     ("max_deviation", "Keep a tip only within this many times that model's norm of it "
      "(MAX_DEVIATION)."),
+    ("vet_own_accuracy", "Also drop tips under this share of the best one's accuracy on "
+     "local data: against label flipping where peers hold most labels (VET_OWN_ACCURACY)."),
     ("momentum", "Follow the network's last step this much further, 0..1 (MOMENTUM)."),
     ("retention_window", "Keep weights this deep below the tips; off = keep everything "
      "(RETENTION_WINDOW)."),

@@ -374,11 +374,25 @@ class TreePeer:
         verdict = judge(ids, weights, lambda w: trainer.evaluate(w).loss,
                         trusted=self._trusted, tolerance=s.vet_tolerance,
                         max_deviation=s.max_deviation, own_loss=self._cached_loss)
+        if s.vet_own_accuracy and verdict.kept:
+            verdict = self._own_accuracy_gate(verdict)
         if remember:
             self.last_verdict = verdict
             for reason in verdict.rejected.values():
                 self.metrics.tips_vetted_out.labels(reason).inc()
         return verdict.kept
+
+    def _own_accuracy_gate(self, verdict: Verdict) -> Verdict:
+        """VET_OWN_ACCURACY: also drop candidates whose own accuracy on local data is under
+        that share of the best (candidates and this peer's trusted model). It stops label
+        flippers where peers hold most labels, and drops specialists where they do not."""
+        scores = {i: self._cached_score(i) for i in verdict.kept}
+        trusted = self.evaluate(self._trusted) if self._trusted is not None else None
+        best = max([*scores.values(), trusted.accuracy if trusted else 0.0])
+        floor = self.settings.vet_own_accuracy * best
+        low = {i: "own_accuracy" for i, v in scores.items() if v < floor}
+        return Verdict([i for i in verdict.kept if i not in low], verdict.anchor_loss,
+                       verdict.mix_loss, {**verdict.rejected, **low})
 
     def measured_accuracy(self, tx_id: str, compute: bool = False) -> float | None:
         """Accuracy of a transaction's model on this peer's validation data: the cached
@@ -586,8 +600,9 @@ class TreePeer:
             tx_id is not None, "published" if tx_id else "not_better", tx_id, tips, local, ref,
             ref_ids, time.perf_counter() - start, before,
         )
-        log.info("step: local acc %.4f vs reference %.4f -> %s%s", local.accuracy,
-                 ref.accuracy, result.reason, f" {tx_id[:12]}" if tx_id else "")
+        log.info("step: local acc %.4f vs its start %.4f (consensus %.4f, %d tips) -> %s%s",
+                 local.accuracy, before.accuracy, ref.accuracy, len(set(tips)), result.reason,
+                 f" {tx_id[:12]}" if tx_id else "")
         self._update_gauges()
         return self._remember(result)
 

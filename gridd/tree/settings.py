@@ -55,6 +55,7 @@ class TreeSettings:
     vet_tolerance: float = 1.0
     max_deviation: float = 1.0
     momentum: float = 0.9
+    vet_own_accuracy: float = 0.0
     retention_window: int = 30
     retention_own: int = 10
     retention_interval: float = 60.0
@@ -112,6 +113,7 @@ class TreeSettings:
         _fraction("VET_RATIO", self.vet_ratio)
         _positive("VET_TOLERANCE", self.vet_tolerance, allow_zero=True)
         _positive("MAX_DEVIATION", self.max_deviation)
+        _fraction("VET_OWN_ACCURACY", self.vet_own_accuracy)
         if not (_is_real(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"MOMENTUM: expected a number in [0, 1), got {self.momentum!r}")
         _int_range("RETENTION_WINDOW", self.retention_window, 0, 1_000_000)

@@ -161,3 +161,17 @@ def test_synchronized_peers_under_extreme_skew_beat_fedavg_only_with_momentum(
     baseline = fedavg(10, 0.1, 0, 30)[-1]
     assert (point.consensus_accuracy > baseline) is beats, (point.consensus_accuracy, baseline)
     assert point.consensus_accuracy > 0.75
+
+
+def test_vet_own_accuracy_keeps_label_flippers_out_where_peers_hold_most_labels() -> None:
+    """30 % label flippers, Dirichlet 0.5, seed 0: by default their models (an honest
+    average plus one epoch of wrong labels) pass the mix test; VET_OWN_ACCURACY 0.5 also
+    asks each tip to do well on the peer's own labels, and the consensus stays near clean."""
+    def final(**kw: object) -> float:
+        opts = LabOptions(transport="memory", seed=0, **kw)  # type: ignore[arg-type]
+        data = lab_data("digits", 10, 0.5, 0, opts.malicious, opts.attack)
+        return run_memory_lab(opts, data).final_accuracy
+
+    clean = final()
+    assert final(malicious=0.3, attack="labelflip") < clean - 0.05
+    assert final(malicious=0.3, attack="labelflip", vet_own_accuracy=0.5) > clean - 0.02
