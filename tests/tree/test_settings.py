@@ -45,6 +45,12 @@ def test_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"STORAGE": "s3"}, "STORAGE"),
         ({"MESSAGE_BROKER": "memory"}, "STORAGE"),  # memory broker with ipfs storage
         ({"TIP_SELECTOR": "best"}, "TIP_SELECTOR"),
+        ({"NUM_OF_TIPS": "9"}, "NUM_OF_TIPS"),  # a transaction approves at most 8
+        ({"MOMENTUM": "1"}, "MOMENTUM"),  # 1 would never forget a step: diverges
+        ({"MOMENTUM": "-0.1"}, "MOMENTUM"),
+        ({"VET_TOLERANCE": "nan"}, "VET_TOLERANCE"),
+        ({"MAX_DEVIATION": "0"}, "MAX_DEVIATION"),
+        ({"VET_OWN_ACCURACY": "2"}, "VET_OWN_ACCURACY"),
     ],
 )
 def test_invalid_values_are_refused_with_the_setting_name(env: dict[str, str], name: str
