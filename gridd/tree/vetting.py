@@ -75,16 +75,21 @@ def judge(
         pool.append((loss_of(trusted), -1))
     anchor_loss, at = min(pool, key=lambda p: (_finite(p[0]), p[1] == -1))
     anchor = trusted if at == -1 else weights[at]
-    assert anchor is not None
+    if anchor is None or not math.isfinite(anchor_loss):  # nothing usable to judge by
+        return Verdict([], anchor_loss, {}, dict.fromkeys(ids, "mix_loss"))
     scale = norm(anchor)
     kept: list[str] = []
     mixes: dict[str, float] = {}
     rejected: dict[str, str] = {}
     for i, w in zip(ids, weights, strict=True):
-        if distance(anchor, w) > max_deviation * scale:
+        try:
+            far = not distance(anchor, w) <= max_deviation * scale  # NaN counts as far
+            mix = [0.5 * a + 0.5 * b for a, b in zip(anchor, w, strict=True)]
+        except ValueError:  # another model's shapes
+            far = True
+        if far:
             rejected[i] = "deviation"
             continue
-        mix = [0.5 * a + 0.5 * b for a, b in zip(anchor, w, strict=True)]
         loss = mixes[i] = loss_of(mix)
         if not loss <= anchor_loss + tolerance:  # NaN and inf fail too
             rejected[i] = "mix_loss"

@@ -105,6 +105,17 @@ def test_nan_weights_are_rejected_not_averaged(models) -> None:  # noqa: ANN001
     assert verdict.kept == ["mine"] and "bad" in verdict.rejected
 
 
+def test_only_unusable_candidates_give_nothing_to_build_on(models) -> None:  # noqa: ANN001
+    m, x, y = models
+    loss, _ = loss_on(x, y)
+    nan = [np.full_like(w, np.nan) for w in m["mine"]]
+    wrong = [w[:1] for w in m["mine"]]  # another model's shapes
+    verdict = judge(["nan", "wrong"], [nan, wrong], loss)
+    assert verdict.kept == [] and set(verdict.rejected) == {"nan", "wrong"}
+    mixed = judge(["mine", "wrong"], [m["mine"], wrong], loss)
+    assert mixed.kept == ["mine"] and mixed.rejected == {"wrong": "deviation"}
+
+
 def test_extrapolate_follows_the_last_step() -> None:
     current = [np.array([1.0, 2.0], dtype=np.float32)]
     previous = [np.array([0.0, 4.0], dtype=np.float32)]
