@@ -2,7 +2,7 @@
 
 Building a Keras model costs seconds, so a peer builds its adapter once and loads weight
 lists into it (set_weights checks them) for each evaluation or training. Evaluation is on
-the peer's own validation split, which is what "better than the reference" means here.
+the peer's own validation split, which is what "better" and "acceptable" mean here.
 """
 
 from __future__ import annotations
