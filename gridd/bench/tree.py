@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             (r.get("vs_clean_pt") for r in attacks
              if r["scenario"] == f"30% labelflip, VET_OWN_ACCURACY {STRICT}"), None),
     }
-    print(f"\ntargets: {targets}\nmemory lab: {memory_seconds:.0f} s")
+    if matrix:
+        print(f"\ntargets: {targets}\nmemory lab: {memory_seconds:.0f} s")
     payload = {"seeds": seeds, "matrix": matrix, "attacks": attacks, "kubo": kubo_rows,
                "targets": targets, "runs": raw}
     path = save("tree-kubo" if args.kubo_only else "tree", payload,
